@@ -1,0 +1,33 @@
+"""jaxvx: explain video classifiers in pure functional JAX.
+
+Videos are channels-last float32 arrays ``[B, T, H, W, C]`` (batch, time, height, width, channels); files and data
+sources hand out uint8 ``[T, H, W, 3]`` RGB clips.
+
+Submodules (imported on first use, so that ``import jaxvx`` stays cheap):
+
+- :mod:`jaxvx.io`: video decoding and encoding, snippet and segment sampling, preprocessing presets.
+- :mod:`jaxvx.data`: the synthetic benchmark with ground truth, TFDS sources, folders of videos.
+- :mod:`jaxvx.models`: C3D, R(2+1)D-18, CNN-LSTM and LSTM classifiers as Flax linen modules.
+- :mod:`jaxvx.checkpoints`: load, save and list model checkpoints (msgpack + JSON model card).
+- :mod:`jaxvx.convert`: PyTorch state dicts to Flax variables.
+"""
+
+import importlib as _importlib
+
+from jaxvx._errors import CheckpointError, VideoError
+
+__version__ = "0.1.0.dev0"
+
+_SUBMODULES = ("checkpoints", "convert", "data", "io", "models", "train", "viz")
+
+__all__ = ["CheckpointError", "VideoError", "__version__", *_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"jaxvx.{name}")
+    raise AttributeError(f"module 'jaxvx' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES))

@@ -1,0 +1,203 @@
+"""A folder of videos in the UCF101 layout (``root/ClassName/clip.avi``) as a lazily decoded sequence source."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxvx._errors import VideoError
+from jaxvx.io._video import read_video
+
+__all__ = ["folder", "FolderVideos", "VIDEO_EXTENSIONS"]
+
+#: File extensions (lower case) recognised as videos when scanning a folder.
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm")
+
+
+class FolderVideos(Sequence):
+    """Videos of a folder with integer labels; item ``i`` is decoded on access.
+
+    Build it with :func:`jaxvx.data.folder`.
+
+    Attributes
+    ----------
+    root : str
+        The folder.
+    class_names : tuple of str
+        Class names; label ``k`` is ``class_names[k]``.
+    paths : tuple of str
+        Video paths, in item order.
+    labels : tuple of int
+        Labels in ``[0, len(class_names))``, in item order.
+    max_frames : int or None
+        Passed to :func:`jaxvx.io.read_video` for every item.
+
+    Notes
+    -----
+    ``videos[i]`` returns ``{"video": uint8 [T, H, W, 3] RGB, "label": int, "path": str, "class_name": str}``.
+    A file that cannot be decoded raises :class:`jaxvx.VideoError` from ``__getitem__`` (naming the path);
+    callers that want to skip such files catch it.
+    """
+
+    def __init__(self, root: str, class_names, paths, labels, max_frames: int | None = None):
+        self.root = root
+        self.class_names = tuple(class_names)
+        self.paths = tuple(paths)
+        self.labels = tuple(int(v) for v in labels)
+        self.max_frames = max_frames
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"paths and labels differ in length: {len(self.paths)} != {len(self.labels)}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        if isinstance(index, slice) or isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index must be an int, got {type(index).__name__}")
+        n = len(self.paths)
+        i = int(index)
+        if not -n <= i < n:
+            raise IndexError(f"index {index} out of range for {n} videos")
+        i %= n
+        label = self.labels[i]
+        return {
+            "video": read_video(self.paths[i], max_frames=self.max_frames),
+            "label": label,
+            "path": self.paths[i],
+            "class_name": self.class_names[label],
+        }
+
+    def __repr__(self) -> str:
+        return f"FolderVideos(root={self.root!r}, videos={len(self)}, classes={len(self.class_names)})"
+
+
+def _is_video(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _read_lines(path: str, what: str) -> list[tuple[int, str]]:
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} {path!r} does not exist or is not a file")
+    with open(path, encoding="utf-8") as fh:
+        return [(n, line.strip()) for n, line in enumerate(fh, 1) if line.strip()]
+
+
+def _read_class_index(path: str) -> tuple[str, ...]:
+    """Parse a UCF101 ``classInd.txt``: lines ``"<1-based id> <ClassName>"``, ids 1..K each exactly once."""
+    by_id: dict[int, str] = {}
+    for n, line in _read_lines(path, "class_index"):
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise ValueError(f"class_index {path!r} line {n}: expected '<id> <ClassName>', got {line!r}")
+        cid, name = int(parts[0]), parts[1]
+        if cid in by_id:
+            raise ValueError(f"class_index {path!r} line {n}: id {cid} appears twice")
+        by_id[cid] = name
+    if not by_id:
+        raise ValueError(f"class_index {path!r} lists no classes")
+    if sorted(by_id) != list(range(1, len(by_id) + 1)):
+        raise ValueError(f"class_index {path!r}: ids must be 1..{len(by_id)}, each once; got {sorted(by_id)}")
+    names = tuple(by_id[k] for k in range(1, len(by_id) + 1))
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_index {path!r}: a class name appears twice")
+    return names
+
+
+def folder(root, *, split_file=None, class_index=None, max_frames: int | None = None) -> FolderVideos:
+    """Videos in the UCF101 layout ``root/ClassName/*.avi`` (also .mp4, .mkv, .mov, .webm) with labels.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder whose subfolders are classes. Hidden entries (names starting with ".") and files directly in
+        ``root`` are ignored; subfolders holding no video are not classes.
+    split_file : str or os.PathLike, optional
+        An official UCF101 split file: ``trainlistNN.txt`` lines ``"ClassName/clip.avi <1-based label>"`` or
+        ``testlistNN.txt`` lines ``"ClassName/clip.avi"``. Only the listed videos are kept, in listed order; a
+        listed file missing under ``root`` raises :class:`jaxvx.VideoError` naming it. A label column must agree
+        with the labels used (1-based): pass ``class_index`` when only some of the official classes are on disk.
+    class_index : str or os.PathLike, optional
+        UCF101 ``classInd.txt`` (lines ``"1 ApplyEyeMakeup"``); labels are its ids minus one and ``class_names``
+        lists all of its classes (even those absent from disk). Default: the sorted names of the class folders.
+    max_frames : int, optional
+        Passed to :func:`jaxvx.io.read_video` for every item.
+
+    Returns
+    -------
+    FolderVideos
+        Sorted by (class folder, file name) without a split file.
+
+    Raises
+    ------
+    ValueError
+        ``root`` is not a folder, holds no videos, a split or class-index file is malformed, or a video's folder
+        is not in the class index.
+    jaxvx.VideoError
+        A file listed in ``split_file`` is missing.
+    """
+    root_s = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root_s):
+        raise ValueError(f"root {root_s!r} does not exist or is not a folder")
+
+    # Scan: class folder -> sorted video file names
+    found: dict[str, list[str]] = {}
+    for entry in sorted(os.scandir(root_s), key=lambda e: e.name):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        files = sorted(e.name for e in os.scandir(entry.path) if _is_video(e.name) and e.is_file())
+        if files:
+            found[entry.name] = files
+    if not found:
+        raise ValueError(
+            f"no videos found under {root_s!r}: expected the UCF101 layout root/ClassName/clip.avi with extensions "
+            f"{', '.join(VIDEO_EXTENSIONS)}"
+        )
+
+    if class_index is not None:
+        class_names = _read_class_index(os.fspath(class_index))
+    else:
+        class_names = tuple(sorted(found))
+    label_of = {name: k for k, name in enumerate(class_names)}
+
+    def label_for(cls: str, where: str) -> int:
+        if cls not in label_of:
+            raise ValueError(f"{where}: class folder {cls!r} is not in the class index {os.fspath(class_index)!r}")
+        return label_of[cls]
+
+    paths: list[str] = []
+    labels: list[int] = []
+    if split_file is None:
+        for cls, files in found.items():
+            lab = label_for(cls, os.path.join(root_s, cls))
+            for name in files:
+                paths.append(os.path.join(root_s, cls, name))
+                labels.append(lab)
+    else:
+        split_s = os.fspath(split_file)
+        for n, line in _read_lines(split_s, "split_file"):
+            parts = line.split()
+            if len(parts) not in (1, 2):
+                raise ValueError(f"split_file {split_s!r} line {n}: expected 'ClassName/clip.avi [label]', got {line!r}")
+            rel = parts[0].replace("\\", "/")
+            segs = [s for s in rel.split("/") if s]
+            if len(segs) != 2:
+                raise ValueError(f"split_file {split_s!r} line {n}: expected a 'ClassName/clip' path, got {rel!r}")
+            cls = segs[0]
+            full = os.path.join(root_s, *segs)
+            if not os.path.isfile(full):
+                raise VideoError(f"video {full!r} listed in split_file {split_s!r} (line {n}) does not exist")
+            lab = label_for(cls, f"split_file {split_s!r} line {n}")
+            if len(parts) == 2:
+                if not parts[1].isdigit() or int(parts[1]) - 1 != lab:
+                    hint = "" if class_index is not None else " (labels come from sorted folder names; pass class_index)"
+                    raise ValueError(
+                        f"split_file {split_s!r} line {n}: label {parts[1]!r} of {rel!r} does not match the 1-based "
+                        f"label {lab + 1} of class {cls!r}{hint}"
+                    )
+            paths.append(full)
+            labels.append(lab)
+        if not paths:
+            raise ValueError(f"split_file {split_s!r} lists no videos")
+    return FolderVideos(root_s, class_names, paths, labels, max_frames=max_frames)
