@@ -5,18 +5,21 @@
 - :func:`folder`: a folder of videos in the UCF101 layout.
 """
 
-try:  # TEMPORARY while the folder source is being written
-    from jaxvx.data._folder import FolderVideos, folder
-except ImportError:
-    pass
+from jaxvx.data._folder import FolderVideos, folder
 from jaxvx.data._synthetic import CLASS_NAMES, SyntheticConfig, SyntheticVideos, render_clip, synthetic
+from jaxvx.data._tfds import SyntheticBuilder, SyntheticBuilderConfig, TFDSVideos, build_synthetic_tfds, tfds
 
 __all__ = [
     "CLASS_NAMES",
     "FolderVideos",
+    "SyntheticBuilder",
+    "SyntheticBuilderConfig",
     "SyntheticConfig",
     "SyntheticVideos",
+    "TFDSVideos",
+    "build_synthetic_tfds",
     "folder",
     "render_clip",
     "synthetic",
+    "tfds",
 ]

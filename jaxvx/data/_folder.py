@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxvx._errors import VideoError
-from jaxvx.io._video import read_video
+from jaxvx.io._video import _check_max_frames, read_video
 
 __all__ = ["folder", "FolderVideos", "VIDEO_EXTENSIONS"]
 
@@ -137,6 +137,7 @@ def folder(root, *, split_file=None, class_index=None, max_frames: int | None = 
     jaxvx.VideoError
         A file listed in ``split_file`` is missing.
     """
+    max_frames = _check_max_frames(max_frames)
     root_s = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root_s):
         raise ValueError(f"root {root_s!r} does not exist or is not a folder")
@@ -179,7 +180,9 @@ def folder(root, *, split_file=None, class_index=None, max_frames: int | None = 
         for n, line in _read_lines(split_s, "split_file"):
             parts = line.split()
             if len(parts) not in (1, 2):
-                raise ValueError(f"split_file {split_s!r} line {n}: expected 'ClassName/clip.avi [label]', got {line!r}")
+                raise ValueError(
+                    f"split_file {split_s!r} line {n}: expected 'ClassName/clip.avi [label]', got {line!r}"
+                )
             rel = parts[0].replace("\\", "/")
             segs = [s for s in rel.split("/") if s]
             if len(segs) != 2:
@@ -191,7 +194,9 @@ def folder(root, *, split_file=None, class_index=None, max_frames: int | None = 
             lab = label_for(cls, f"split_file {split_s!r} line {n}")
             if len(parts) == 2:
                 if not parts[1].isdigit() or int(parts[1]) - 1 != lab:
-                    hint = "" if class_index is not None else " (labels come from sorted folder names; pass class_index)"
+                    hint = (
+                        "" if class_index is not None else " (labels come from sorted folder names; pass class_index)"
+                    )
                     raise ValueError(
                         f"split_file {split_s!r} line {n}: label {parts[1]!r} of {rel!r} does not match the 1-based "
                         f"label {lab + 1} of class {cls!r}{hint}"

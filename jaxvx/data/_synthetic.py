@@ -171,12 +171,14 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
     smooth = top * (1 - fy) + bottom * fy
     base = rng.uniform(50, 110)
-    grain = rng.normal(0, 6, size=(h, w, 1)).astype(np.float32)
+    # the grain's number of draws depends on the size: draw it from its own generator
+    grain = np.random.default_rng(rng.integers(2**63)).normal(0, 6, size=(h, w, 1)).astype(np.float32)
     return np.clip(base + 70 * (smooth - 0.5) + grain, 0, 255).astype(np.float32)
 
 
 def _title_card(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A dark card with a few rows of light 'words' (static), ``[H, W, 3]`` float32."""
+    rng = np.random.default_rng(rng.integers(2**63))  # draws below depend on the size: keep them apart
     card = np.full((h, w, 3), rng.uniform(10, 40), dtype=np.float32)
     ys = np.arange(h)[:, None]
     xs = np.arange(w)[None, :]
@@ -356,8 +358,8 @@ def render_clip(config: SyntheticConfig, split: str, index: int, *, label: int |
         match = split == "train" and rng.uniform() < cfg.context_cue
         cue_label = label if match else int(rng.integers(k))
         size = max(2, int(round(_CUE_SIZE * s)))
-        y0 = int(rng.integers(0, h - size + 1))
-        x0 = int(rng.integers(0, w - size + 1))
+        y0 = min(int(rng.uniform() * (h - size + 1)), h - size)
+        x0 = min(int(rng.uniform() * (w - size + 1)), w - size)
         frames[:, y0:y0 + size, x0:x0 + size] = 255.0
         frames[:, y0 + 1:y0 + size - 1, x0 + 1:x0 + size - 1] = _palette(k)[cue_label]
         cue_box = np.array([x0, y0, x0 + size - 1, y0 + size - 1], dtype=np.float32)

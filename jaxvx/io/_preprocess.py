@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import functools
 import numbers
 
 import jax
@@ -110,9 +110,9 @@ def _resized_shape(h: int, w: int, resize: str, short_side, resize_to, size) -> 
             "(to resize to a fixed (height, width) use resize='direct', resize_to=(h, w))"
         )
     s = int(short_side)
-    if h <= w:
-        return s, max(1, int(math.floor(w * s / h + 0.5)))
-    return max(1, int(math.floor(h * s / w + 0.5))), s
+    if h <= w:  # round(w * s / h), halves up, in exact integer arithmetic
+        return s, max(1, (2 * w * s + h) // (2 * h))
+    return max(1, (2 * h * s + w) // (2 * w)), s
 
 
 def preprocess(
@@ -214,6 +214,11 @@ def preprocess(
         raise ValueError(f"crop must be one of {CROP_MODES}, got {cmode!r}")
     out_size = _hw("size", opts["size"], allow_none=(cmode == "none"))
     rto = _hw("resize_to", opts["resize_to"], allow_none=True)
+    if rmode == "direct" and short_side is not _UNSET and not isinstance(short_side, numbers.Integral):
+        raise ValueError(
+            f"short_side={short_side!r} is only for resize='short_side' (an int); to resize to a fixed "
+            "(height, width) pass resize='direct', resize_to=(height, width)"
+        )
     if rmode == "direct" and rto is None and out_size is None:
         raise ValueError("resize='direct' needs resize_to=(height, width) (or size) to know the target")
     rh, rw = _resized_shape(h, w, rmode, opts["short_side"], rto, out_size)
@@ -222,25 +227,35 @@ def preprocess(
     if np.any(std_arr == 0):
         raise ValueError(f"std must be non-zero for every channel, got {opts['std']!r}")
 
-    x = jnp.asarray(frames, dtype=jnp.float32)
-    if (rh, rw) != (h, w):
-        x = jax.image.resize(x, (*lead, rh, rw, c), method="linear", antialias=True)
-
     if cmode == "center":
         ch, cw = out_size
         if ch > rh or cw > rw:
             raise ValueError(
                 f"crop size {out_size} is larger than the resized frame {(rh, rw)} (input {(h, w)}, resize={rmode!r})"
             )
-        top, left = (rh - ch) // 2, (rw - cw) // 2
-        x = x[..., top : top + ch, left : left + cw, :]
-    elif out_size is not None and out_size != (rh, rw):
-        raise ValueError(
-            f"crop='none' needs the resized frame to be size={out_size}, but it is {(rh, rw)} (input {(h, w)}, "
-            f"resize={rmode!r}); use crop='center' or resize='direct', resize_to={out_size}"
-        )
+        box = ((rh - ch) // 2, (rw - cw) // 2, ch, cw)
+    else:
+        if out_size is not None and out_size != (rh, rw):
+            raise ValueError(
+                f"crop='none' needs the resized frame to be size={out_size}, but it is {(rh, rw)} (input {(h, w)}, "
+                f"resize={rmode!r}); use crop='center' or resize='direct', resize_to={out_size}"
+            )
+        box = (0, 0, rh, rw)
 
     # (x / 255 - mean) / std == x * a + b with a = 1 / (255 std), b = -mean / std (folded in float64)
-    scale = jnp.asarray(1.0 / (255.0 * std_arr), dtype=jnp.float32)
-    shift = jnp.asarray(-mean_arr / std_arr, dtype=jnp.float32)
+    scale = np.asarray(1.0 / (255.0 * std_arr), dtype=np.float32)
+    shift = np.asarray(-mean_arr / std_arr, dtype=np.float32)
+    return _apply(frames, scale, shift, resized=(rh, rw), box=box)
+
+
+@functools.partial(jax.jit, static_argnames=("resized", "box"))
+def _apply(frames, scale, shift, *, resized, box):
+    """Resize to ``resized``, crop ``box = (top, left, height, width)``, then ``x * scale + shift``; one compile per
+    shape and configuration (inlined when the caller is itself jitted)."""
+    x = frames.astype(jnp.float32)
+    *lead, h, w, c = x.shape
+    if resized != (h, w):
+        x = jax.image.resize(x, (*lead, *resized, c), method="linear", antialias=True)
+    top, left, ch, cw = box
+    x = x[..., top : top + ch, left : left + cw, :]
     return x * scale + shift

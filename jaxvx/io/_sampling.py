@@ -50,10 +50,9 @@ def _as_fraction(step) -> Fraction:
     else:
         raise TypeError(f"step must be {kinds}, got {type(step).__name__}")
     if frac <= 0:
-        raise ValueError(
-            f"step must be > 0, got {step!r}"
-            + (" (it rounds to 0 with denominators up to 10**6)" if not isinstance(step, (numbers.Integral, Fraction)) else "")
-        )
+        rounded = frac == 0 and not isinstance(step, (numbers.Integral, Fraction))
+        why = " (it rounds to 0 with denominators <= 10**6)" if rounded else ""
+        raise ValueError(f"step must be > 0, got {step!r}{why}")
     return frac
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from jaxvx.cli import main
+
+sys.exit(main())
