@@ -18,7 +18,7 @@ from jaxvx._errors import CheckpointError, VideoError
 
 __version__ = "0.1.0.dev0"
 
-_SUBMODULES = ("checkpoints", "convert", "data", "io", "models", "train", "viz")
+_SUBMODULES = ("checkpoints", "convert", "data", "io", "lrp", "methods", "metrics", "models", "pipeline", "train", "transforms", "viz")
 
 __all__ = ["CheckpointError", "VideoError", "__version__", *_SUBMODULES]
 

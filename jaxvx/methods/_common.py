@@ -1,0 +1,55 @@
+"""What every explanation method shares: the call shape, input checks and the target's score.
+
+A method is a pure function ``relevance = method(forward, video, target, *, key=None)``:
+
+- ``forward(video) -> logits``: a pure function, ``video`` float32 ``[B, T, H, W, C]`` -> ``[B, K]``;
+- ``target``: int ``[B]`` (a traced array is fine: one compiled program serves every class), or ``None`` for the
+  predicted class;
+- ``key``: a ``jax.random`` key for methods that draw noise, else ignored;
+- ``relevance``: the shape of ``video`` unless the method says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Method", "check_video", "resolve_target", "select"]
+
+
+class Method(Protocol):
+    def __call__(self, forward: Callable, video: jax.Array, target: jax.Array | None = None, *,
+                 key: jax.Array | None = None) -> jax.Array: ...
+
+
+def check_video(video, *, name: str = "video", rank: int = 5) -> jax.Array:
+    """``video`` as a float array of rank ``rank`` (default ``[B, T, H, W, C]``), or a ValueError naming the shape."""
+    video = jnp.asarray(video)
+    if video.ndim != rank:
+        layout = "[B, T, H, W, C]" if rank == 5 else f"rank {rank}"
+        raise ValueError(f"{name} must be {layout}, got shape {tuple(video.shape)}")
+    if not jnp.issubdtype(video.dtype, jnp.floating):
+        raise ValueError(f"{name} must be floating point (preprocessed), got {video.dtype}")
+    return video
+
+
+def resolve_target(logits: jax.Array, target) -> jax.Array:
+    """int32 ``[B]`` target classes: ``target`` itself (checked against ``logits`` ``[B, K]``), or the argmax."""
+    if target is None:
+        return jnp.argmax(jax.lax.stop_gradient(logits), axis=-1).astype(jnp.int32)
+    target = jnp.asarray(target)
+    if not jnp.issubdtype(target.dtype, jnp.integer):
+        raise ValueError(f"target must be an int array [B], got dtype {target.dtype}")
+    if target.ndim == 0:
+        target = jnp.broadcast_to(target, logits.shape[:1])
+    if target.shape != logits.shape[:1]:
+        raise ValueError(f"target must have shape [B] = {tuple(logits.shape[:1])}, got {tuple(target.shape)}")
+    return target.astype(jnp.int32)
+
+
+def select(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """``logits[b, target[b]]`` for every b: ``[B]``."""
+    return jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
