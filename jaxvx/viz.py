@@ -1,6 +1,8 @@
-"""Pictures: contact sheets of clips with their ground truth.
+"""Pictures: contact sheets of clips with their ground truth, heatmaps of relevance, overlays and plots.
 
-Images are uint8 ``[H, W, 3]`` RGB arrays; :func:`save_png` writes one.
+Images are uint8 ``[H, W, 3]`` RGB arrays; :func:`save_png` writes one. Relevance is signed: heatmaps use a
+diverging colour map centred on zero (blue negative, white zero, red positive, as zennit's ``bwr``), scaled per clip
+by the largest absolute value so that frames of one clip compare.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["contact_sheet", "save_png"]
+__all__ = ["contact_sheet", "explanation_sheet", "heatmap", "overlay", "plot_frame_share", "save_png"]
 
 _BOX = (40, 255, 40)
 _ABSENT = (90, 90, 90)
@@ -108,3 +110,118 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> str:
         raise OSError(f"could not write PNG {path}")
     os.replace(tmp, path)
     return path
+
+
+def _channel_sum(relevance) -> np.ndarray:
+    relevance = np.asarray(relevance, dtype=np.float32)
+    if relevance.ndim == 4:  # [T, H, W, C]
+        relevance = relevance.sum(axis=-1)
+    if relevance.ndim != 3:
+        raise ValueError(f"relevance must be [T, H, W] or [T, H, W, C], got shape {relevance.shape}")
+    if not np.all(np.isfinite(relevance)):
+        raise ValueError("relevance contains NaN or Inf")
+    return relevance
+
+
+def heatmap(relevance, *, cmap: str = "bwr", symmetric: bool = True, scale: float | None = None) -> np.ndarray:
+    """Colour a relevance map: uint8 ``[T, H, W, 3]`` from ``[T, H, W]`` or ``[T, H, W, C]`` (summed over C).
+
+    ``symmetric=True`` maps ``[-s, s]`` to the colour map with zero in its middle, ``s = max |R|`` over the clip
+    (or ``scale``); ``symmetric=False`` maps ``[min, max]`` to ``[0, 1]`` (for maps that are never negative).
+    """
+    from matplotlib import colormaps
+
+    r = _channel_sum(relevance)
+    if symmetric:
+        s = float(np.abs(r).max()) if scale is None else float(scale)
+        unit = 0.5 + 0.5 * r / s if s > 0 else np.full_like(r, 0.5)
+    else:
+        lo, hi = float(r.min()), float(r.max()) if scale is None else float(scale)
+        unit = (r - lo) / (hi - lo) if hi > lo else np.zeros_like(r)
+    rgba = colormaps[cmap](np.clip(unit, 0, 1))
+    return (rgba[..., :3] * 255).round().astype(np.uint8)
+
+
+def overlay(frames, relevance, *, alpha: float = 0.7, **heatmap_kwargs) -> np.ndarray:
+    """Heatmap blended over the grey frames: ``alpha * heat + (1 - alpha) * grey`` (Hiley et al. use 0.7 / 0.3).
+
+    ``frames`` uint8 ``[T, H, W, 3]``; ``relevance`` ``[T, H', W'(, C)]`` (resized to the frames if needed).
+    Returns uint8 ``[T, H, W, 3]``.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    heat = heatmap(relevance, **heatmap_kwargs)
+    if heat.shape[0] != frames.shape[0]:
+        raise ValueError(f"relevance has {heat.shape[0]} frames, frames have {frames.shape[0]}")
+    if heat.shape[1:3] != frames.shape[1:3]:
+        size = (frames.shape[2], frames.shape[1])
+        heat = np.stack([cv2.resize(h, size, interpolation=cv2.INTER_LINEAR) for h in heat])
+    grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    blend = alpha * heat.astype(np.float32) + (1 - alpha) * grey[..., None]
+    return np.clip(blend.round(), 0, 255).astype(np.uint8)
+
+
+def explanation_sheet(frames, rows: dict, *, num_columns: int = 8, cell: int = 112, gap: int = 4,
+                      title: str | None = None) -> np.ndarray:
+    """A grid: the frames in the first row, then one row per relevance map in ``rows`` (name -> map).
+
+    ``frames`` uint8 ``[T, H, W, 3]``; each map ``[T, H, W(, C)]`` is drawn as a signed heatmap (its own scale).
+    Returns uint8 RGB.
+    """
+    frames = np.asarray(frames)
+    t_all = frames.shape[0]
+    picks = np.linspace(0, t_all - 1, min(num_columns, t_all)).round().astype(int)
+    images = [("frames", frames)] + [(name, heatmap(r)) for name, r in rows.items()]
+    title_h = 18 if title else 0
+    row_h = 16 + cell + gap
+    sheet = np.full((title_h + gap + row_h * len(images), gap + (cell + gap) * len(picks), 3), 255, np.uint8)
+    if title:
+        cv2.putText(sheet, title, (gap, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for r, (name, video) in enumerate(images):
+        top = title_h + gap + r * row_h
+        cv2.putText(sheet, name, (gap, top + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        for c, t in enumerate(picks):
+            h, w = video.shape[1:3]
+            zoom = min(cell / h, cell / w)
+            img = cv2.resize(np.ascontiguousarray(video[t]), (max(1, round(w * zoom)), max(1, round(h * zoom))),
+                             interpolation=cv2.INTER_NEAREST if zoom >= 1 else cv2.INTER_AREA)
+            x, y = gap + c * (cell + gap), top + 16
+            sheet[y:y + img.shape[0], x:x + img.shape[1]] = img
+            if r == 0:
+                _label(sheet, str(t), (x + 2, y + img.shape[0] - 4), 0.35)
+    return sheet
+
+
+def plot_frame_share(share, *, fits: dict | None = None, title: str = "relevance share per frame") -> np.ndarray:
+    """Plot P_t (``[T]``, or ``[N, T]`` drawn as mean and spread) with optional fitted curves; uint8 RGB image.
+
+    ``fits`` maps a label to ``[T]`` values (e.g. the quadratic and linear fits of Anders et al.).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    share = np.asarray(share, dtype=np.float64)
+    if share.ndim not in (1, 2):
+        raise ValueError(f"share must be [T] or [N, T], got shape {share.shape}")
+    fig = Figure(figsize=(5, 3), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    t = np.arange(share.shape[-1])
+    mean = share if share.ndim == 1 else share.mean(axis=0)
+    if share.ndim == 2 and share.shape[0] > 1:
+        lo, hi = np.percentile(share, [10, 90], axis=0)
+        ax.fill_between(t, lo, hi, alpha=0.25, label="10-90%")
+    ax.plot(t, mean, "o-", label="P_t" if share.ndim == 1 else "mean P_t")
+    for label, curve in (fits or {}).items():
+        ax.plot(t, np.asarray(curve), "--", label=label)
+    ax.set_xlabel("frame t")
+    ax.set_ylabel("P_t")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
