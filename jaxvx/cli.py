@@ -3,6 +3,7 @@
     jaxvx data preview --out sheet.png [--variant motion] [--num 10] ...   contact sheet of the synthetic benchmark
     jaxvx data build [--config motion_16x64] [--data-dir DIR]               build it as a TFDS dataset (array_record)
     jaxvx train --model c3d-small --out DIR ...                             train a model (see ``jaxvx train -h``)
+    jaxvx explain [VIDEO] --checkpoint c3d-small --method deep_taylor --out DIR   explain one snippet
 
 Each subcommand is a thin layer over a library function; errors in the input are reported as one line naming the
 problem, with exit status 2.
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from fractions import Fraction
+
+import numpy as np
 
 __all__ = ["main"]
 
@@ -62,6 +66,45 @@ def _build(args) -> int:
     return 0
 
 
+def _explain(args) -> int:
+    from jaxvx import checkpoints, data, io
+    from jaxvx.explain import explain_clip, write_outputs
+
+    card = checkpoints.load_card(args.checkpoint)
+    t_model, h_model, w_model = (int(v) for v in card["input_shape"][:3])
+    ground_truth = None
+    if args.video is None:
+        config = dict(card.get("data", {}).get("config") or {})
+        config.update(num_frames=t_model, height=h_model, width=w_model)
+        source = data.synthetic("test", num_clips=args.index + 1, **config)
+        record = source[args.index]
+        frames, ground_truth, fps = record["video"], record, 8.0
+        what = f"synthetic test clip #{args.index} ({source.class_names[record['label']]})"
+    else:
+        info = io.video_info(args.video)
+        needed = args.offset + int(np.ceil(t_model * float(Fraction(args.step)))) + 1
+        video = io.read_video(args.video, max_frames=max(needed, 1))
+        indices = io.snippet_indices(len(video), t_model, args.step, args.offset, pad=args.pad)
+        frames, fps = video[indices], info.fps or 8.0
+        what = f"{args.video} frames {indices.tolist()}"
+    result = explain_clip(args.checkpoint, frames, method=args.method, target=args.target,
+                          selective_sigma=None if args.selective <= 0 else args.selective,
+                          ground_truth=ground_truth)
+    paths = write_outputs(result, args.out, fps=fps)
+    n = result.numbers
+    print(f"{what}: predicted {n['predicted']['name']} (p={n['predicted']['probability']:.3f}); "
+          f"{args.method} took {n['seconds']['explanation'] * 1e3:.1f} ms "
+          f"({n['seconds']['ratio']:.1f}x the forward pass); relevance sum / logit = "
+          f"{n['relevance_sum_over_logit'] if n['relevance_sum_over_logit'] is None else round(n['relevance_sum_over_logit'], 4)}")
+    if "ground_truth" in n:
+        for key, value in n["ground_truth"].items():
+            if isinstance(value, dict):
+                print(f"  {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in value.items()))
+    for kind, path in paths.items():
+        print(f"  wrote {kind}: {path}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxvx", description="Explain video classifiers with JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +123,23 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(func=_build)
 
     sub.add_parser("train", help="train a model on the synthetic benchmark (jaxvx train -h)", add_help=False)
+
+    from jaxvx.explain import METHODS
+
+    explain = sub.add_parser("explain", help="predict and explain one snippet; write overlay, sheet, plot, JSON")
+    explain.add_argument("video", nargs="?", default=None,
+                         help="a video file (default: a synthetic test clip, with ground truth)")
+    explain.add_argument("--checkpoint", default="c3d-small", help="shipped name or path (default: c3d-small)")
+    explain.add_argument("--method", default="deep_taylor", choices=list(METHODS))
+    explain.add_argument("--selective", type=float, default=4.0, metavar="SIGMA",
+                         help="selective relevance threshold in standard deviations (0: off; default 4)")
+    explain.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted one)")
+    explain.add_argument("--index", type=int, default=0, help="synthetic test clip index (default 0)")
+    explain.add_argument("--step", default="1", help="snippet step, a rational such as 2 or 1/4 (default 1)")
+    explain.add_argument("--offset", type=int, default=0, help="first frame of the snippet (default 0)")
+    explain.add_argument("--pad", default="loop", choices=["loop", "edge", "error"])
+    explain.add_argument("--out", default="jaxvx-explain", help="output folder (default: jaxvx-explain)")
+    explain.set_defaults(func=_explain)
     return parser
 
 
@@ -93,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, KeyError) as error:
         print(f"jaxvx: error: {error}", file=sys.stderr)
         return 2
 

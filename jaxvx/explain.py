@@ -1,0 +1,261 @@
+"""Explain one clip end to end: checkpoint, snippet, prediction, relevance, selective relevance, pictures, numbers.
+
+This is the library behind ``jaxvx explain`` (and the README's first command):
+
+    result = jaxvx.explain.explain_clip("c3d-small", frames, method="deep_taylor", selective_sigma=4.0)
+    jaxvx.explain.write_outputs(result, "out/")
+
+Methods are chosen by name (:data:`METHODS`); :func:`build_method` turns a name into a method of the common call
+shape for a given checkpoint, filling in what depends on the model: the pixel bounds of the z^B rule from the
+checkpoint's normalisation, the last convolution for the CAM methods, and BatchNorm folding for LRP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["METHODS", "Explanation", "build_method", "explain_clip", "model_input", "write_outputs"]
+
+_LRP = ("deep_taylor", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
+METHODS: tuple[str, ...] = (
+    *_LRP, "gradient", "sensitivity", "gradient_x_input", "integrated_gradients", "guided_backprop", "gradcam",
+    "guided_gradcam",
+)
+
+
+def _pixel_bounds(card: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel bounds of preprocessed input: ``((0 - mean) / std, (1 - mean) / std)`` for pixels in [0, 1]."""
+    pp = card.get("preprocess", {})
+    mean = np.asarray(pp.get("mean", (0.0, 0.0, 0.0)), np.float32)
+    std = np.asarray(pp.get("std", (1.0, 1.0, 1.0)), np.float32)
+    return (0.0 - mean) / std, (1.0 - mean) / std
+
+
+def _last_conv(forward: Callable, x) -> str:
+    from jaxvx import _intercept
+
+    convs = [path for path, kind in _intercept.modules(forward, x) if kind.startswith("Conv")]
+    if not convs:
+        raise ValueError("the model has no convolution: CAM methods need one (choose another --method)")
+    return convs[-1]
+
+
+def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, Any, Mapping]:
+    """``(method, model, variables)`` for method ``name`` on this checkpoint: give the method
+    ``functools.partial(model.apply, variables)`` as its ``forward`` (inside the jitted function, with
+    ``variables`` an argument of it: closed-over parameters become constants that XLA folds at length).
+
+    LRP methods get the BatchNorm-folded model (:func:`jaxvx.lrp.canonize`); the z^B rule of ``deep_taylor`` and
+    ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1].
+    """
+    from jaxvx import lrp, methods
+
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {name!r}")
+    if name in _LRP:
+        model, variables = lrp.canonize(model, variables)
+    forward = functools.partial(model.apply, variables)
+    low, high = _pixel_bounds(card)
+    if name in _LRP:
+        composite = {
+            "deep_taylor": lambda: lrp.deep_taylor(low=low, high=high),
+            "epsilon_plus": lrp.epsilon_plus,
+            "epsilon_plus_flat": lrp.epsilon_plus_flat,
+            "epsilon_gamma_box": lambda: lrp.epsilon_gamma_box(low=low, high=high),
+            "epsilon_alpha2_beta1": lrp.epsilon_alpha2_beta1,
+        }[name]()
+        return methods.lrp(composite), model, variables
+    if name in ("gradcam", "guided_gradcam"):
+        shape = (1, *card["input_shape"])
+        layer = _last_conv(forward, jnp.zeros(shape, jnp.float32))
+        return (methods.gradcam(layer) if name == "gradcam" else methods.guided_gradcam(layer)), model, variables
+    method = {
+        "gradient": lambda: methods.gradient(),
+        "sensitivity": lambda: methods.gradient(squared=True),
+        "gradient_x_input": methods.gradient_x_input,
+        "integrated_gradients": methods.integrated_gradients,
+        "guided_backprop": methods.guided_backprop,
+    }[name]()
+    return method, model, variables
+
+
+def model_input(frames: np.ndarray, card: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """The checkpoint's view of a snippet: ``(x, view)``.
+
+    ``x`` float32 ``[T, H, W, C]`` is the model input (``jaxvx.io.preprocess`` with the card's settings);
+    ``view`` uint8 ``[T, H, W, 3]`` is the same resize and crop without normalisation, to draw relevance on.
+    """
+    from jaxvx.io import preprocess
+
+    pp = dict(card.get("preprocess", {}))
+    x = np.asarray(preprocess(frames, **pp))
+    view = preprocess(frames, **{**pp, "mean": (0.0, 0.0, 0.0), "std": (1 / 255, 1 / 255, 1 / 255)})
+    return x, np.clip(np.asarray(view).round(), 0, 255).astype(np.uint8)
+
+
+@dataclasses.dataclass
+class Explanation:
+    """Everything :func:`explain_clip` computed for one snippet (numpy arrays; maps ``[T, H, W]`` channel-summed)."""
+
+    checkpoint: str
+    method: str
+    view: np.ndarray
+    relevance: np.ndarray
+    selective: np.ndarray | None
+    selective_sigma: float | None
+    logits: np.ndarray
+    class_names: list[str]
+    target: int
+    frame_share: np.ndarray
+    fits: dict[str, np.ndarray]
+    numbers: dict[str, Any]
+
+
+def explain_clip(checkpoint: str, frames: np.ndarray, *, method: str = "deep_taylor",
+                 selective_sigma: float | None = 4.0, target: int | None = None,
+                 ground_truth: Mapping | None = None) -> Explanation:
+    """Predict and explain one snippet ``frames`` (uint8 ``[T, H, W, 3]``, T = the model's frames).
+
+    Args:
+        checkpoint: a shipped checkpoint name or a path (:func:`jaxvx.checkpoints.load`).
+        frames: the snippet, any frame size (resized and cropped as the checkpoint's card says).
+        method: one of :data:`METHODS`.
+        selective_sigma: also compute selective relevance with this threshold (``None``: skip).
+        target: the class to explain (default: the predicted class).
+        ground_truth: a synthetic record (``boxes``, ``present``, ``segment``, ``motion``) to score the map with
+            the pointing games and motion precision; it must be at the model's input size.
+
+    Returns:
+        An :class:`Explanation`; ``numbers`` holds the prediction, timings, the relevance sum against the logit,
+        ``P_t`` and its fits' coefficients (border effect B, lookahead L) and, with ground truth, the metrics.
+    """
+    from jaxvx import checkpoints, metrics, transforms
+
+    model, variables, card = checkpoints.load(checkpoint)
+    t_model = int(card["input_shape"][0])
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    if frames.shape[0] != t_model:
+        raise ValueError(f"frames must have the model's {t_model} frames, got {frames.shape[0]} "
+                         "(sample a snippet with jaxvx.io.snippet_indices)")
+    x, view = model_input(frames, card)
+    explain, model, variables = build_method(method, model, variables, card)
+    video = jnp.asarray(x)[None]
+
+    predict = jax.jit(model.apply)
+    logits = np.asarray(predict(variables, video))[0]
+    chosen = int(np.argmax(logits)) if target is None else int(target)
+    num_classes = logits.shape[-1]
+    if not 0 <= chosen < num_classes:
+        raise ValueError(f"target must be in [0, {num_classes}), got {chosen}")
+    run = jax.jit(lambda w, v, t: explain(functools.partial(model.apply, w), v, t))
+    target_arr = jnp.asarray([chosen], jnp.int32)
+    run(variables, video, target_arr).block_until_ready()  # compile
+    start = time.perf_counter()
+    relevance = np.asarray(run(variables, video, target_arr).block_until_ready())[0]
+    seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    predict(variables, video).block_until_ready()
+    forward_seconds = time.perf_counter() - start
+
+    summed = relevance.sum(axis=-1) if relevance.ndim == 4 else relevance
+    selected = None
+    if selective_sigma is not None:
+        selected = np.asarray(transforms.selective(selective_sigma)(jnp.asarray(summed)[None]))[0]
+    share = np.asarray(transforms.frame_share()(jnp.asarray(summed)[None]))[0]
+    t = np.arange(share.shape[0], dtype=np.float64)
+    quad = np.polyfit(t, share, 2)
+    lin = np.polyfit(t, share, 1)
+    fits = {f"quadratic (B={quad[0]:+.2e})": np.polyval(quad, t), f"linear (L={lin[0]:+.2e})": np.polyval(lin, t)}
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    names = list(card.get("class_names") or [str(i) for i in range(num_classes)])
+    top = np.argsort(-probs)[:5]
+    numbers: dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "method": method,
+        "predicted": {"class": int(np.argmax(logits)), "name": names[int(np.argmax(logits))],
+                      "probability": float(probs.max())},
+        "target": {"class": chosen, "name": names[chosen], "logit": float(logits[chosen])},
+        "top5": [{"class": int(i), "name": names[int(i)], "probability": float(probs[i])} for i in top],
+        "relevance_sum": float(summed.sum()),
+        "relevance_sum_over_logit": float(summed.sum() / logits[chosen]) if logits[chosen] != 0 else None,
+        "frame_share": share.tolist(),
+        "border_effect_B": float(quad[0]),
+        "lookahead_L": float(lin[0]),
+        "seconds": {"explanation": seconds, "forward": forward_seconds, "ratio": seconds / max(forward_seconds, 1e-9)},
+        "input_shape": list(x.shape),
+    }
+    if selected is not None:
+        kept = metrics.selectivity(jnp.asarray(selected)[None], jnp.asarray(summed)[None])
+        numbers["selective"] = {"sigma": selective_sigma, "kept_positions": float(kept.positions[0]),
+                                "kept_relevance": float(kept.relevance[0])}
+    if ground_truth is not None:
+        numbers["ground_truth"] = _score(summed, selected, ground_truth, metrics)
+    return Explanation(checkpoint, method, view, summed, selected, selective_sigma, logits, names, chosen, share,
+                       fits, numbers)
+
+
+def _score(summed, selected, gt: Mapping, metrics) -> dict:
+    boxes = jnp.asarray(gt["boxes"])[None]
+    maps = {"relevance": summed} if selected is None else {"relevance": summed, "selective": selected}
+    out = {"label": int(gt["label"]) if "label" in gt else None}
+    for key, value in maps.items():
+        r = jnp.asarray(value)[None]
+        spatial = metrics.spatial_pointing_game(r, boxes, present=jnp.asarray(gt["present"])[None])
+        temporal = metrics.temporal_pointing_game(r, jnp.asarray(gt["segment"])[None])
+        out[key] = {
+            "spatial_pointing": float(spatial.clip_scores()[0]),
+            "temporal_pointing": float(temporal.clip_scores()[0]),
+            "motion_precision": float(np.asarray(metrics.motion_precision(r, jnp.asarray(gt["motion"])[None]))[0]),
+        }
+    return out
+
+
+def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8.0) -> dict[str, str]:
+    """Write the pictures and numbers of an explanation into folder ``out``; returns ``{kind: path}``.
+
+    - ``overlay.mp4``: the signed relevance over the frames (diverging colour map, 0.7 heat over grey), enlarged to
+      at least 224 pixels;
+    - ``sheet.png``: frames, relevance and (if computed) selective relevance, one row each;
+    - ``frame_share.png``: ``P_t`` with its quadratic (border effect) and linear (lookahead) fits;
+    - ``explanation.json``: the numbers; ``relevance.npy``: the channel-summed map ``[T, H, W]``.
+    """
+    from jaxvx.io import write_video
+    from jaxvx.viz import explanation_sheet, overlay, plot_frame_share, save_png
+
+    out = os.fspath(out)
+    os.makedirs(out, exist_ok=True)
+    paths = {}
+    zoom = max(1, int(np.ceil(224 / max(result.view.shape[1:3]))))
+    big_view = result.view.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    big_view = big_view[:, : big_view.shape[1] // 2 * 2, : big_view.shape[2] // 2 * 2]
+    paths["overlay"] = os.path.join(out, "overlay.mp4")
+    write_video(paths["overlay"], overlay(big_view, result.relevance), fps)
+    rows = {f"{result.method} (target: {result.class_names[result.target]})": result.relevance}
+    if result.selective is not None:
+        rows[f"selective, sigma={result.selective_sigma:g}"] = result.selective
+    title = (f"{result.checkpoint}: predicted {result.numbers['predicted']['name']} "
+             f"(p={result.numbers['predicted']['probability']:.2f})")
+    paths["sheet"] = save_png(os.path.join(out, "sheet.png"), explanation_sheet(result.view, rows, title=title))
+    paths["frame_share"] = save_png(os.path.join(out, "frame_share.png"),
+                                    plot_frame_share(result.frame_share, fits=result.fits))
+    paths["relevance"] = os.path.join(out, "relevance.npy")
+    np.save(paths["relevance"], result.relevance)
+    paths["json"] = os.path.join(out, "explanation.json")
+    tmp = paths["json"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({**result.numbers, "files": paths}, f, indent=2)
+    os.replace(tmp, paths["json"])
+    return paths

@@ -1,0 +1,71 @@
+"""``jaxvx explain``: the README's main job, on a small checkpoint written by the test."""
+
+import json
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvx import checkpoints, models
+from jaxvx.cli import main
+from jaxvx.io import KINETICS_MEAN, KINETICS_STD, read_video, write_video
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    model = models.create("c3d", 10, width=0.0625)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 32, 32, 3)))
+    card = {
+        "input_shape": [16, 32, 32, 3],
+        "class_names": [f"class{i}" for i in range(10)],
+        "preprocess": {"size": [32, 32], "resize": "direct", "mean": list(KINETICS_MEAN), "std": list(KINETICS_STD)},
+        "data": {"config": {"variant": "motion", "distractors": 1}},
+    }
+    return str(checkpoints.save(tmp_path_factory.mktemp("ck") / "tiny", model, variables, card))
+
+
+@pytest.mark.slow
+def test_explain_a_synthetic_clip_writes_every_output(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["explain", "--checkpoint", tiny_checkpoint, "--method", "deep_taylor", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "synthetic test clip #0" in printed and "spatial_pointing" in printed
+    numbers = json.loads((out / "explanation.json").read_text())
+    # a freshly initialised model has zero biases: deep Taylor conserves the target logit
+    assert numbers["relevance_sum_over_logit"] == pytest.approx(1.0, abs=1e-3)
+    assert len(numbers["frame_share"]) == 16 and sum(numbers["frame_share"]) == pytest.approx(1.0, abs=1e-5)
+    for key in ("relevance", "selective"):
+        for metric in ("spatial_pointing", "temporal_pointing", "motion_precision"):
+            assert 0.0 <= numbers["ground_truth"][key][metric] <= 1.0
+    relevance = np.load(out / "relevance.npy")
+    assert relevance.shape == (16, 32, 32)
+    overlay = read_video(out / "overlay.mp4")
+    assert overlay.shape == (16, 224, 224, 3)
+    sheet = cv2.imread(str(out / "sheet.png"))
+    assert sheet.shape[0] == 18 + 4 + 3 * (16 + 112 + 4)  # frames, relevance, selective relevance
+    plot = cv2.imread(str(out / "frame_share.png"))
+    assert plot is not None and plot.std() > 10
+
+
+@pytest.mark.slow
+def test_explain_a_video_file_with_a_rational_step(tiny_checkpoint, tmp_path, capsys):
+    frames = np.random.default_rng(0).integers(0, 255, size=(24, 40, 48, 3), dtype=np.uint8)
+    path = tmp_path / "clip.avi"
+    write_video(path, frames, 10, lossless=True)
+    out = tmp_path / "out"
+    assert main(["explain", str(path), "--checkpoint", tiny_checkpoint, "--method", "gradient", "--step", "1/2",
+                 "--offset", "3", "--selective", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "frames [3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10]" in printed
+    numbers = json.loads((out / "explanation.json").read_text())
+    assert "selective" not in numbers and "ground_truth" not in numbers
+
+
+def test_explain_reports_bad_input_in_one_line(tiny_checkpoint, tmp_path, capsys):
+    assert main(["explain", str(tmp_path / "missing.mp4"), "--checkpoint", tiny_checkpoint,
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "missing.mp4" in capsys.readouterr().err
+    assert main(["explain", "--checkpoint", "no-such-model", "--out", str(tmp_path / "o")]) == 2
+    assert "no-such-model" in capsys.readouterr().err
