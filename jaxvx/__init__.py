@@ -10,6 +10,14 @@ Submodules (imported on first use, so that ``import jaxvx`` stays cheap):
 - :mod:`jaxvx.models`: C3D, R(2+1)D-18, CNN-LSTM and LSTM classifiers as Flax linen modules.
 - :mod:`jaxvx.checkpoints`: load, save and list model checkpoints (msgpack + JSON model card).
 - :mod:`jaxvx.convert`: PyTorch state dicts to Flax variables.
+- :mod:`jaxvx.methods`: explanation methods ``relevance = method(forward, video, target, *, key=None)``;
+  :mod:`jaxvx.lrp`: LRP rules and composites.
+- :mod:`jaxvx.transforms`: relevance -> relevance (selective relevance, frame share, normalisations);
+  :func:`jaxvx.chain` composes a method with transforms.
+- :mod:`jaxvx.metrics`, :mod:`jaxvx.flow`: pointing games, motion precision, key frames, deletion / insertion;
+  optical flow.
+- :mod:`jaxvx.pipeline`: a method over a dataset, sharded over devices, written as it goes;
+  :mod:`jaxvx.explain`: one clip end to end; :mod:`jaxvx.viz`: pictures.
 """
 
 import importlib as _importlib
@@ -18,14 +26,19 @@ from jaxvx._errors import CheckpointError, VideoError
 
 __version__ = "0.1.0.dev0"
 
-_SUBMODULES = ("checkpoints", "convert", "data", "io", "lrp", "methods", "metrics", "models", "pipeline", "train", "transforms", "viz")
+_SUBMODULES = (
+    "checkpoints", "convert", "data", "explain", "flow", "io", "lrp", "methods", "metrics", "models", "pipeline",
+    "train", "transforms", "viz",
+)
 
-__all__ = ["CheckpointError", "VideoError", "__version__", *_SUBMODULES]
+__all__ = ["CheckpointError", "VideoError", "__version__", "chain", *_SUBMODULES]
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
         return _importlib.import_module(f"jaxvx.{name}")
+    if name == "chain":  # jaxvx.chain(method, *transforms), as optax.chain composes transformations
+        return _importlib.import_module("jaxvx.transforms").chain
     raise AttributeError(f"module 'jaxvx' has no attribute {name!r}")
 
 

@@ -1,0 +1,708 @@
+"""Run explanation methods over a dataset: sampling, preprocessing, model, methods, transforms, metrics, results.
+
+    source ─▶ snippet sampling + preprocessing (host) ─▶ batches sharded over all devices ─▶ one jitted step:
+    model ─▶ each method (+ transforms) ─▶ metrics ─▶ rows written to results.jsonl as they come ─▶ summary
+
+:func:`run` is the library entry point behind ``jaxvx run``. What it guarantees:
+
+- **Compiled once per shape.** The step (forward, every method, transforms and metrics) is one ``jax.jit``
+  function; batches keep one shape (the last is padded with copies of its last clip, marked invalid), so a run over
+  equally sized clips compiles once. Clips of another shape (e.g. with ``resize="none"``) start a new batch.
+- **Sharded over all devices.** A ``Mesh`` over every device with one ``"data"`` axis; the batch is split along it
+  (``NamedSharding(mesh, P("data"))``), the model's variables replicated. The batch size is rounded up to a
+  multiple of the device count. With several processes (after ``jax.distributed.initialize()``), process ``p`` of
+  ``n`` takes clips ``p, p + n, ...``, feeds its rows with ``jax.make_array_from_process_local_data`` and writes
+  its own ``results.<p>.jsonl``. Every process must then run the same number of batches (equal shares of equally
+  sized clips); the multi-host path is untested.
+- **Results as they are computed.** ``out/results.jsonl`` (a header line, then one JSON object per clip with its
+  metrics), flushed and fsynced after every batch; optionally each clip's maps as ``out/maps/<method>/<clip>.npy``.
+  One batch is computed while the host prepares the next (JAX dispatches asynchronously); on an exception or
+  Ctrl-C the batch in flight is still written, so only the clips being assembled are lost; running again with ``resume=True`` skips the clips
+  already written (a line cut short is dropped).
+- **A summary.** Per method and metric, the mean over clips with a percentile-bootstrap CI, as
+  ``out/summary.md`` (a Markdown table) and ``out/summary.json``.
+- **Errors name the clip.** Input that does not fit (a video that is not ``[T, H, W, 3]``, too few frames with
+  ``pad="error"``, a label outside the model's classes, NaN or inf in the input) stops the run with a ValueError
+  naming the clip and the problem, after computing and writing the clips before it. A file a folder source cannot
+  decode (:class:`jaxvx.VideoError`) is skipped with a warning and recorded as a row with ``"status": "skipped"``.
+
+Example::
+
+    model, variables, card = jaxvx.checkpoints.load("c3d-small")
+    results = jaxvx.pipeline.run(
+        jaxvx.data.synthetic("test", num_clips=200), model,
+        {"gradient": jaxvx.methods.gradient(), "selective": jaxvx.chain(jaxvx.methods.gradient(), jaxvx.transforms.selective(4.0))},
+        variables=variables, preprocess=card["preprocess"], out="runs/gradient")
+    print(results.markdown)
+
+Methods must return arrays (a :func:`jaxvx.transforms.named_chain` method returns a dict: use it interactively).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import numbers
+import os
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxvx._errors import VideoError
+from jaxvx._pipeline_metrics import Metric, MetricOptions, resolve_metrics
+from jaxvx._pipeline_results import ResultsFile, jsonable, markdown_table, summarize
+from jaxvx.io import preprocess as _preprocess
+from jaxvx.io import segment_indices, snippet_indices
+
+__all__ = ["run", "Results", "RESULTS_FILE", "SUMMARY_FILE"]
+
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.md"
+_TARGETS = ("label", "predicted")
+_SAMPLINGS = ("snippet", "segment")
+#: Ground-truth keys of a record the pipeline maps onto the model's grid and hands to the metrics.
+_GT_KEYS = ("boxes", "present", "segment", "motion")
+
+
+@dataclasses.dataclass
+class Results:
+    """What :func:`run` returns.
+
+    Attributes:
+        rows: every row of the results file (earlier runs included when resuming), one dict per clip.
+        summary: the summary table as a list of dicts (``method, metric, mean, low, high, n, note``).
+        markdown: the summary as a Markdown table.
+        out: the output folder, or None when nothing was written.
+        skipped: the rows of clips skipped because they could not be decoded.
+        computed: how many clips this call computed (not counting resumed or skipped ones).
+        seconds: wall time of this call; ``clips_per_second`` = computed / seconds.
+    """
+
+    rows: list[dict]
+    summary: list[dict]
+    markdown: str
+    out: Path | None
+    skipped: list[dict]
+    computed: int
+    seconds: float
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else float("nan")
+
+    def column(self, method: str, metric: str) -> np.ndarray:
+        """float64 ``[N]`` of one metric over the computed clips, in clip order (NaN where undefined)."""
+        ok = sorted((r for r in self.rows if r.get("status") == "ok"), key=lambda r: r["clip"])
+        vals = [r["methods"][method].get(metric) for r in ok]
+        return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------------- geometry
+@dataclasses.dataclass(frozen=True)
+class _Geometry:
+    """How preprocessing maps a raw ``h x w`` frame onto the model's grid: resize to ``(rh, rw)``, crop
+    ``[top, top + ch) x [left, left + cw)``."""
+
+    h: int
+    w: int
+    rh: int
+    rw: int
+    top: int
+    left: int
+    ch: int
+    cw: int
+
+    @property
+    def identity(self) -> bool:
+        return (self.rh, self.rw, self.top, self.left, self.ch, self.cw) == (self.h, self.w, 0, 0, self.h, self.w)
+
+    def boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """``(x_min, y_min, x_max, y_max)`` (max inclusive) to the output grid: every output pixel that overlaps the
+        box's pixels; ``-1`` rows stay and boxes cropped away become ``-1``."""
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if self.identity:
+            return boxes.astype(np.float32)
+        sx, sy = self.rw / self.w, self.rh / self.h
+        x0 = np.floor(boxes[..., 0] * sx) - self.left
+        y0 = np.floor(boxes[..., 1] * sy) - self.top
+        x1 = np.ceil((boxes[..., 2] + 1) * sx) - 1 - self.left
+        y1 = np.ceil((boxes[..., 3] + 1) * sy) - 1 - self.top
+        absent = (boxes[..., 0] < 0) | (x1 < 0) | (y1 < 0) | (x0 > self.cw - 1) | (y0 > self.ch - 1)
+        out = np.stack([np.clip(x0, 0, self.cw - 1), np.clip(y0, 0, self.ch - 1),
+                        np.clip(x1, 0, self.cw - 1), np.clip(y1, 0, self.ch - 1)], axis=-1)
+        out[absent] = -1
+        return out.astype(np.float32)
+
+    def _src(self):
+        ys = np.clip(np.floor((np.arange(self.ch) + self.top + 0.5) * self.h / self.rh), 0, self.h - 1).astype(int)
+        xs = np.clip(np.floor((np.arange(self.cw) + self.left + 0.5) * self.w / self.rw), 0, self.w - 1).astype(int)
+        return ys, xs
+
+    def grid(self, arr: np.ndarray) -> np.ndarray:
+        """``[T, h, w, ...]`` to ``[T, ch, cw, ...]`` by nearest-neighbour sampling (masks, flows)."""
+        if self.identity:
+            return arr
+        ys, xs = self._src()
+        return arr[:, ys][:, :, xs]
+
+    def flow(self, flow: np.ndarray) -> np.ndarray:
+        """A flow ``[T, h, w, 2]`` in raw pixels to the output grid, in output pixels."""
+        if self.identity:
+            return flow
+        scale = np.array([self.rw / self.w, self.rh / self.h], dtype=np.float32)
+        return self.grid(flow) * scale
+
+
+def _preprocess_options(preprocess) -> dict:
+    if preprocess is None:
+        return {"resize": "none", "crop": "none", "size": None}
+    if isinstance(preprocess, str):
+        return {"preset": preprocess}
+    if isinstance(preprocess, Mapping):
+        return dict(preprocess)
+    raise TypeError(f"preprocess must be None, a preset name or a dict of jaxvx.io.preprocess keywords, got "
+                    f"{type(preprocess).__name__}")
+
+
+def _geometry(h: int, w: int, opts: dict) -> _Geometry:
+    # the same option resolution as jaxvx.io.preprocess (its private helpers, so the two cannot drift apart)
+    from jaxvx.io import _preprocess as pp
+
+    merged = {**pp._DEFAULTS, **(pp.PRESETS[opts["preset"]] if opts.get("preset") else {}),
+              **{k: v for k, v in opts.items() if k != "preset"}}
+    crop = merged["crop"]
+    size = pp._hw("size", merged["size"], allow_none=(crop == "none"))
+    rto = pp._hw("resize_to", merged["resize_to"], allow_none=True)
+    rh, rw = pp._resized_shape(h, w, merged["resize"], merged["short_side"], rto, size)
+    if crop == "center":
+        ch, cw = size
+        return _Geometry(h, w, rh, rw, (rh - ch) // 2, (rw - cw) // 2, ch, cw)
+    return _Geometry(h, w, rh, rw, 0, 0, rh, rw)
+
+
+# ---------------------------------------------------------------------------------------------------- clips
+@dataclasses.dataclass
+class _Clip:
+    index: int
+    id: str
+    video: np.ndarray  # float32 [T, h, w, 3]
+    label: int
+    gt: dict
+
+    def key(self):
+        return (self.video.shape, tuple(sorted((k, v.shape, v.dtype.str) for k, v in self.gt.items())))
+
+
+def _clip_id(record: Mapping, index: int, source) -> str:
+    path = record.get("path") if isinstance(record, Mapping) else None
+    if path is not None:
+        root = getattr(source, "root", None)
+        return os.path.relpath(path, root) if root else str(path)
+    return str(record.get("id", index)) if isinstance(record, Mapping) else str(index)
+
+
+class _Preparer:
+    """Host side of a clip: checks, sampling, preprocessing, ground truth on the model's grid."""
+
+    def __init__(self, *, length, step, offset, pad, sampling, preprocess_opts, target, need_flow, flow_kwargs,
+                 label_key, seed):
+        self.length, self.step, self.offset, self.pad = length, step, offset, pad
+        self.sampling = sampling
+        self.opts = preprocess_opts
+        self.target = target
+        self.need_flow = need_flow
+        self.flow_kwargs = flow_kwargs
+        self.label_key = label_key
+        self.seed = seed
+        self.num_classes: int | None = None
+
+    def __call__(self, record, index: int, cid: str) -> _Clip:
+        if not isinstance(record, Mapping) or "video" not in record:
+            raise ValueError(f"clip {cid}: a record must be a dict with a 'video' key, got "
+                             f"{type(record).__name__}{' with keys ' + str(sorted(record)) if isinstance(record, Mapping) else ''}")
+        video = np.asarray(record["video"])
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise ValueError(f"clip {cid}: video must be [T, H, W, 3] (frames, height, width, RGB), got shape "
+                             f"{video.shape}")
+        if not (video.dtype == np.uint8 or np.issubdtype(video.dtype, np.floating)):
+            raise ValueError(f"clip {cid}: video must be uint8 or float in [0, 255], got dtype {video.dtype}")
+        t, h, w, _ = video.shape
+        if t < 1 or h < 1 or w < 1:
+            raise ValueError(f"clip {cid}: video is empty, shape {video.shape}")
+        try:
+            if self.sampling == "snippet":
+                idx = snippet_indices(t, self.length, self.step, self.offset, pad=self.pad)
+            else:
+                idx = segment_indices(t, self.length)
+        except ValueError as err:
+            raise ValueError(f"clip {cid}: {err}") from None
+        frames = video[idx]
+        if np.issubdtype(frames.dtype, np.floating) and not np.all(np.isfinite(frames)):
+            raise ValueError(f"clip {cid}: the video holds NaN or inf")
+        try:
+            x = np.asarray(_preprocess(frames, **self.opts))
+        except ValueError as err:
+            raise ValueError(f"clip {cid}: preprocessing failed: {err}") from None
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"clip {cid}: the preprocessed input holds NaN or inf")
+        label = record.get(self.label_key)
+        if label is None:
+            if self.target == "label":
+                raise ValueError(f"clip {cid}: target='label' needs a {self.label_key!r} in every record "
+                                 "(or use target='predicted')")
+            label = -1
+        else:
+            arr = np.asarray(label)
+            if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.integer):
+                raise ValueError(f"clip {cid}: label must be an int, got {label!r}")
+            label = int(arr)
+            if self.num_classes is not None and not 0 <= label < self.num_classes:
+                raise ValueError(f"clip {cid}: label {label} is outside the model's classes [0, {self.num_classes})")
+
+        geo = _geometry(h, w, self.opts)
+        if (geo.ch, geo.cw) != x.shape[1:3]:  # pragma: no cover - would mean jaxvx.io.preprocess changed
+            raise AssertionError(f"geometry {geo} does not match the preprocessed shape {x.shape}")
+        gt = {}
+        if "boxes" in record:
+            gt["boxes"] = geo.boxes(np.asarray(record["boxes"])[idx])
+        if "present" in record:
+            gt["present"] = np.asarray(record["present"], dtype=bool)[idx]
+        if "segment" in record:
+            start, end = (int(v) for v in np.asarray(record["segment"]).reshape(2))
+            gt["segment"] = (idx >= start) & (idx < end)
+        if "motion" in record:
+            gt["motion"] = geo.grid(np.asarray(record["motion"], dtype=bool)[idx])
+        if self.need_flow:
+            from jaxvx.flow import farneback
+
+            raw = frames if frames.dtype == np.uint8 else np.clip(np.round(frames), 0, 255).astype(np.uint8)
+            # the flow between the sampled frames (what the model sees as consecutive)
+            gt["flow"] = geo.flow(farneback(raw, **self.flow_kwargs))
+        return _Clip(index, cid, x.astype(np.float32), label, gt)
+
+
+# ---------------------------------------------------------------------------------------------------- the step
+def _make_step(apply: Callable, methods: dict, transforms: tuple, metrics: list[Metric], auto: bool,
+               target_mode: str, save_maps: bool):
+    """The jitted per-batch function ``(variables, video, label, (seed, first clip index), gt) -> outputs``."""
+
+    def step(variables, video, label, seed_index, gt):
+        key = jax.random.fold_in(jax.random.PRNGKey(seed_index[0]), seed_index[1])
+        forward = functools.partial(apply, variables)
+        logits = forward(video)
+        prediction = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        target = label if target_mode == "label" else prediction
+        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        out = {
+            "prediction": prediction,
+            "target": target,
+            "score": jnp.take_along_axis(probs, target[:, None], axis=1)[:, 0],
+            "methods": {},
+        }
+        batch = {"video": video, "label": label, "target": target, "prediction": prediction, "forward": forward,
+                 **gt}
+        for i, (name, method) in enumerate(methods.items()):
+            raw = method(forward, video, target, key=jax.random.fold_in(key, i))
+            if not hasattr(raw, "shape"):
+                raise TypeError(f"method {name!r} must return an array (the map), got {type(raw).__name__}")
+            rel = raw
+            for transform in transforms:
+                rel = transform(rel)
+            batch["raw"] = raw
+            cols = {}
+            for metric in metrics:
+                missing = [k for k in metric.needs if k not in batch]
+                if missing or (metric.spatial and not _spatial_ok(rel, video)):
+                    if auto:
+                        continue
+                    why = (f"the records lack {missing}" if missing else
+                           f"it needs a map on the video's [B, T, H, W] grid, got shape {tuple(rel.shape)}")
+                    raise ValueError(f"metric {metric.name!r} cannot run for method {name!r}: {why}")
+                values = metric.fn(rel, batch)
+                for col, value in values.items():
+                    value = jnp.asarray(value)
+                    if value.ndim < 1 or value.shape[0] != video.shape[0]:
+                        raise ValueError(f"metric {metric.name!r} column {col!r} must be [B, ...] with B = "
+                                         f"{video.shape[0]}, got shape {tuple(value.shape)}")
+                    cols[col] = value
+            entry = {"metrics": cols}
+            if save_maps:
+                entry["map"] = rel
+            out["methods"][name] = entry
+        return out
+
+    return jax.jit(step)
+
+
+_STEP_CACHE: OrderedDict = OrderedDict()
+_STEP_CACHE_SIZE = 8
+
+
+def _cached_step(forward, plain, apply, methods, transforms, metrics, opts, auto, target_mode, save_maps):
+    """Reuse the jitted step (and so its compiled programs) when ``run`` is called again with the same model object,
+    method and transform objects and metric settings (e.g. resuming, or a notebook calling ``run`` repeatedly)."""
+    objects = (forward, *methods.values(), *transforms, *(getattr(m.fn, "custom", None) for m in metrics))
+    config = (plain, tuple(methods), tuple(m.name for m in metrics), opts, auto, target_mode, save_maps)
+    key = (tuple(id(o) for o in objects), config)
+    hit = _STEP_CACHE.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], objects)):
+        _STEP_CACHE.move_to_end(key)
+        return hit[1]
+    step = _make_step(apply, methods, transforms, metrics, auto, target_mode, save_maps)
+    _STEP_CACHE[key] = (objects, step)
+    while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
+        _STEP_CACHE.popitem(last=False)
+    return step
+
+
+def _spatial_ok(rel, video) -> bool:
+    return rel.ndim in (4, 5) and tuple(rel.shape[:4]) == tuple(video.shape[:4])
+
+
+# ---------------------------------------------------------------------------------------------------- run
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def _as_methods(method) -> dict[str, Callable]:
+    if isinstance(method, Mapping):
+        methods = dict(method)
+    elif callable(method):
+        methods = {getattr(method, "__name__", "method"): method}
+    elif isinstance(method, (list, tuple)):
+        methods = {}
+        for m in method:
+            name = getattr(m, "__name__", f"method{len(methods)}")
+            if name in methods:
+                raise ValueError(f"two methods are both named {name!r}: pass a dict {{name: method}}")
+            methods[name] = m
+    else:
+        raise TypeError(f"method must be a method, a list of methods or a dict {{name: method}}, got "
+                        f"{type(method).__name__}")
+    if not methods:
+        raise ValueError("method: give at least one explanation method")
+    for name, m in methods.items():
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"method names must be non-empty strings without '/', got {name!r}")
+        if not callable(m):
+            raise TypeError(f"method {name!r} is not callable: {m!r}")
+    return methods
+
+
+def _forward_and_variables(forward, variables):
+    """``(apply(variables, video) -> logits, variables)`` from a Flax module + variables or a plain callable."""
+    if hasattr(forward, "apply") and hasattr(forward, "init"):  # a flax.linen Module
+        if variables is None:
+            raise ValueError("forward is a Flax module: pass its variables too (variables=...)")
+        module = forward
+        return (lambda v, x: module.apply(v, x)), variables
+    if not callable(forward):
+        raise TypeError(f"forward must be a Flax module (with variables=...) or a callable video -> logits, got "
+                        f"{type(forward).__name__}")
+    if variables is not None:
+        fn = forward
+        return (lambda v, x: fn(v, x)), variables
+    fn = forward
+    return (lambda v, x: fn(x)), {}
+
+
+def _iterate(source, *, process_index: int, process_count: int, limit: int | None):
+    """Yield ``(index, record or VideoError, clip id)`` for this process's share of the source."""
+    sized = isinstance(source, Sequence) or (hasattr(source, "__len__") and hasattr(source, "__getitem__"))
+    if sized:
+        n = len(source) if limit is None else min(len(source), limit)
+        paths = getattr(source, "paths", None)
+        for i in range(process_index, n, process_count):
+            try:
+                record = source[i]
+            except VideoError as err:
+                cid = _clip_id({"path": paths[i]}, i, source) if paths is not None else str(i)
+                yield i, err, cid
+                continue
+            yield i, record, _clip_id(record, i, source)
+    else:
+        for i, record in enumerate(source):
+            if limit is not None and i >= limit:
+                break
+            if i % process_count == process_index:
+                yield i, record, _clip_id(record, i, source)
+
+
+def run(source, forward, method, *, variables=None, transforms: Sequence[Callable] = (), metrics="auto",
+        batch_size: int = 8, length: int = 16, step=1, offset: int = 0, pad: str = "loop",
+        sampling: str = "snippet", preprocess=None, target: str = "label", out=None, resume: bool = True,
+        save_maps: bool = False, seed: int = 0, progress: bool = True, limit: int | None = None,
+        tolerance: float = 7.0, pointing_shape: str = "disk", flow_threshold: float = 0.5, flow_options=None,
+        perturbation_steps: int | None = None, perturbation_baseline: float = 0.0, label_key: str = "label",
+        confidence: float = 0.95, num_classes: int | None = None) -> Results:
+    """Explain every clip of ``source`` and score the explanations; see the module docstring for the guarantees.
+
+    Args:
+        source: a :mod:`jaxvx.data` source (``synthetic``, ``folder``, ``tfds``) or any iterable of records, each a
+            dict with ``video`` (uint8 or float in [0, 255], ``[T, H, W, 3]``), ``label`` (int) and optionally the
+            ground truth ``boxes`` ``[T, 4]``, ``present`` ``[T]``, ``segment`` ``[2]``, ``motion`` ``[T, H, W]``.
+        forward: the model: a Flax module (with ``variables``) or a pure callable ``video [B, T, H, W, C] -> logits
+            [B, K]`` (or ``(variables, video) -> logits`` when ``variables`` is given). Variables are passed to the
+            jitted step as an argument (replicated on every device), not baked in as constants.
+        method: an explanation method ``(forward, video, target, *, key) -> map``, a list of them, or a dict
+            ``{name: method}`` (names label the results).
+        variables: the model's variables (for a Flax module).
+        transforms: applied in order to every method's map before the metrics (as :func:`jaxvx.chain` does).
+        metrics: ``"auto"`` (default: the spatial and temporal pointing games, motion precision against the true
+            motion mask and the frame share, each where the records carry the ground truth it needs), or a list of
+            names and callables / a dict ``{name: callable}``. Names: ``spatial_pointing_game``,
+            ``temporal_pointing_game``, ``motion_precision`` (true motion mask), ``motion_precision_flow``
+            (Farneback flow of the sampled frames), ``frame_share``, ``selectivity`` (transformed vs raw map),
+            ``deletion_frames``, ``insertion_frames``, ``deletion_voxels``, ``insertion_voxels`` (area over the
+            perturbation curve, plus ``*_auc``). A callable is ``(relevance, batch) -> [B] or {column: [B]}`` traced
+            in the step; ``batch`` is described in :mod:`jaxvx._pipeline_metrics`.
+        batch_size: clips per batch (rounded up to a multiple of the device count). Default 8.
+        length, step, offset, pad: snippet sampling (:func:`jaxvx.io.snippet_indices`). Defaults 16, 1, 0, "loop".
+        sampling: ``"snippet"`` (default) or ``"segment"`` (one frame per equal segment,
+            :func:`jaxvx.io.segment_indices`, centre frames).
+        preprocess: ``None`` (default: no resize or crop, ``x / 255``), a preset name of :data:`jaxvx.io.PRESETS`,
+            or a dict of :func:`jaxvx.io.preprocess` keywords. Ground truth follows the same resize and crop.
+        target: ``"label"`` (default: explain the true class) or ``"predicted"``.
+        out: output folder (results.jsonl, summary.md, summary.json, maps/); None keeps everything in memory.
+        resume: continue the results file in ``out`` if there is one (its settings must match); False starts over.
+        save_maps: also write each clip's final map as ``out/maps/<method>/<clip index>.npy`` (float32).
+        seed: seeds the methods' random keys (``fold_in(PRNGKey(seed), first clip index of the batch)``, then the
+            method's position) and the bootstrap.
+        progress: show a tqdm progress bar with clips per second.
+        limit: only the first ``limit`` clips of the source.
+        tolerance, pointing_shape: spatial pointing game settings (7 px, "disk").
+        flow_threshold, flow_options: motion threshold in px per frame (0.5) and keyword arguments of
+            :func:`jaxvx.flow.farneback` for ``motion_precision_flow``.
+        perturbation_steps, perturbation_baseline: deletion/insertion settings (see
+            :func:`jaxvx.metrics.perturbation_curve`).
+        label_key: the record key holding the label. Default "label".
+        confidence: level of the summary's bootstrap intervals. Default 0.95.
+        num_classes: for the per-class pointing-game mean; default: the model's number of outputs.
+
+    Returns:
+        :class:`Results`.
+
+    Raises:
+        ValueError: bad settings, or a clip that does not fit (the message names the clip; rows before it are
+            written first).
+    """
+    t_start = time.perf_counter()
+    batch_size = _check_int("batch_size", batch_size, 1)
+    length = _check_int("length", length, 1)
+    seed = _check_int("seed", seed, 0) % 2**32
+    if target not in _TARGETS:
+        raise ValueError(f"target must be one of {_TARGETS}, got {target!r}")
+    if sampling not in _SAMPLINGS:
+        raise ValueError(f"sampling must be one of {_SAMPLINGS}, got {sampling!r}")
+    if limit is not None:
+        limit = _check_int("limit", limit, 0)
+    methods = _as_methods(method)
+    transforms = tuple(transforms)
+    for i, t in enumerate(transforms):
+        if not callable(t):
+            raise TypeError(f"transforms[{i}] must be callable, got {t!r}")
+    opts = MetricOptions(tolerance=float(tolerance), pointing_shape=pointing_shape,
+                         flow_threshold=float(flow_threshold), perturbation_steps=perturbation_steps,
+                         perturbation_baseline=float(perturbation_baseline))
+    metric_list, auto = resolve_metrics(metrics, opts)
+    apply, variables = _forward_and_variables(forward, variables)
+    pp_opts = _preprocess_options(preprocess)
+    snippet_indices(max(length, 1), 1, step, 0)  # validates step early
+
+    process_index, process_count = jax.process_index(), jax.process_count()
+    devices = jax.devices()
+    mesh = Mesh(np.array(devices), ("data",))
+    data_sharding = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+    n_dev_local = len(jax.local_devices())
+    local_batch = -(-batch_size // n_dev_local) * n_dev_local
+
+    header = {
+        "methods": list(methods),
+        "metrics": [m.name for m in metric_list] if not auto else "auto",
+        "transforms": [getattr(t, "__name__", repr(t)) for t in transforms],
+        "target": target,
+        "sampling": {"mode": sampling, "length": length, "step": str(step), "offset": offset, "pad": pad},
+        "preprocess": pp_opts,
+        "source": repr(source)[:500],
+        "devices": [str(d) for d in devices],
+        "process": [process_index, process_count],
+    }
+    results_file = None
+    out_dir = None
+    if out is not None:
+        out_dir = Path(out)
+        name = RESULTS_FILE if process_count == 1 else f"results.{process_index}.jsonl"
+        results_file = ResultsFile(out_dir / name, header, resume=resume)
+    done = set(results_file.done) if results_file else set()
+    rows: list[dict] = list(results_file.rows) if results_file else []
+
+    need_flow = any(m.flow for m in metric_list)
+    preparer = _Preparer(length=length, step=step, offset=offset, pad=pad, sampling=sampling,
+                         preprocess_opts=pp_opts, target=target, need_flow=need_flow,
+                         flow_kwargs=dict(flow_options or {}), label_key=label_key, seed=seed)
+    step_fn = _cached_step(forward, variables is None, apply, methods, transforms, metric_list, opts, auto, target,
+                           save_maps)
+    variables_dev = jax.device_put(variables, replicated)
+
+    total = None
+    if hasattr(source, "__len__"):
+        n = len(source) if limit is None else min(len(source), limit)
+        total = len(range(process_index, n, process_count))
+    bar = _progress(total, progress, initial=sum(1 for r in rows if r["clip"] % process_count == process_index))
+    computed = 0
+
+    def write(new_rows):
+        nonlocal rows
+        if results_file is not None:
+            results_file.append(new_rows)
+            rows = results_file.rows
+        else:
+            rows.extend(jsonable(r) for r in new_rows)
+
+    in_flight: list = []  # at most one dispatched batch whose rows are not written yet
+
+    def finish():
+        """Fetch the batch in flight and write its rows (and maps)."""
+        nonlocal computed
+        if not in_flight:
+            return
+        pending, result = in_flight.pop()
+        result = _to_host(result, mesh)
+        new_rows = []
+        for i, clip in enumerate(pending):
+            row = {"clip": clip.index, "id": clip.id, "status": "ok", "label": clip.label if clip.label >= 0 else None,
+                   "target": int(result["target"][i]), "prediction": int(result["prediction"][i]),
+                   "score": float(result["score"][i])}
+            if clip.label >= 0:
+                row["correct"] = bool(result["prediction"][i] == clip.label)
+            row["methods"] = {name: {col: np.asarray(v[i]) for col, v in entry["metrics"].items()}
+                              for name, entry in result["methods"].items()}
+            if save_maps and out_dir is not None:
+                for name, entry in result["methods"].items():
+                    _save_map(out_dir / "maps" / name / f"{clip.index:06d}.npy", np.asarray(entry["map"][i]))
+            new_rows.append(row)
+        write(new_rows)
+        computed += len(pending)
+        bar.update(len(pending))
+
+    def dispatch(pending: list[_Clip]):
+        """Start the step on a batch (JAX dispatches asynchronously: the host prepares the next batch meanwhile),
+        after writing the rows of the batch dispatched before."""
+        if not pending:
+            return
+        clips = pending + [pending[-1]] * (local_batch - len(pending))
+        video = np.stack([c.video for c in clips])
+        label = np.array([max(c.label, 0) for c in clips], dtype=np.int32)
+        gt = {k: np.stack([c.gt[k] for c in clips]) for k in pending[0].gt}
+        seed_index = np.array([seed, pending[0].index], dtype=np.uint32)
+
+        def put(x):
+            return jax.make_array_from_process_local_data(data_sharding, x)
+
+        result = step_fn(variables_dev, put(video), put(label), seed_index, {k: put(v) for k, v in gt.items()})
+        finish()
+        in_flight.append((pending, result))
+
+    pending: list[_Clip] = []
+    try:
+        for index, record, cid in _iterate(source, process_index=process_index, process_count=process_count,
+                                           limit=limit):
+            if index in done:
+                continue
+            if isinstance(record, VideoError):
+                warnings.warn(f"skipping clip {cid}: {record}", stacklevel=2)
+                write([{"clip": index, "id": cid, "status": "skipped", "error": str(record)}])
+                bar.update(1)
+                continue
+            try:
+                clip = preparer(record, index, cid)
+                if preparer.num_classes is None:
+                    shape = jax.ShapeDtypeStruct((1,) + clip.video.shape, jnp.float32)
+                    k = int(jax.eval_shape(apply, variables, shape).shape[-1])
+                    preparer.num_classes = k
+                    if clip.label >= k:
+                        raise ValueError(f"clip {cid}: label {clip.label} is outside the model's classes [0, {k})")
+            except ValueError:
+                dispatch(pending)  # the clips before the bad one are computed and written first
+                pending = []
+                finish()
+                raise
+            if pending and pending[0].key() != clip.key():
+                dispatch(pending)
+                pending = []
+            pending.append(clip)
+            if len(pending) == local_batch:
+                dispatch(pending)
+                pending = []
+        dispatch(pending)
+        pending = []
+        finish()
+    except BaseException:
+        # a crash or Ctrl-C: the batch in flight is already computed (or nearly): write it before leaving
+        try:
+            finish()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+        raise
+    finally:
+        bar.close()
+        if results_file is not None:
+            results_file.close()
+
+    k = num_classes if num_classes is not None else (preparer.num_classes or None)
+    summary = summarize(rows, list(methods), num_classes=k, confidence=confidence, seed=seed)
+    skipped = [r for r in rows if r.get("status") == "skipped"]
+    md = markdown_table(summary, confidence=confidence, skipped=len(skipped))
+    if out_dir is not None and process_index == 0:
+        (out_dir / SUMMARY_FILE).write_text(md, encoding="utf-8")
+        (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=1), encoding="utf-8")
+    seconds = time.perf_counter() - t_start
+    return Results(rows=rows, summary=summary, markdown=md, out=out_dir, skipped=skipped, computed=computed,
+                   seconds=seconds)
+
+
+def _to_host(tree, mesh):
+    """Outputs of the step as NumPy arrays holding this process's rows."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    local = multihost_utils.global_array_to_host_local_array(tree, mesh, P("data"))
+    return jax.tree_util.tree_map(np.asarray, local)
+
+
+def _save_map(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, arr.astype(np.float32, copy=False))
+    os.replace(tmp, path)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, enabled: bool, initial: int = 0):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="clips", desc="jaxvx run", smoothing=0.1, dynamic_ncols=True)
