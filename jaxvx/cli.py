@@ -4,6 +4,7 @@
     jaxvx data build [--config motion_16x64] [--data-dir DIR]               build it as a TFDS dataset (array_record)
     jaxvx train --model c3d-small --out DIR ...                             train a model (see ``jaxvx train -h``)
     jaxvx explain [VIDEO] --checkpoint c3d-small --method deep_taylor --out DIR   explain one snippet
+    jaxvx run [CONFIG.toml] --checkpoint c3d-small --method deep_taylor --out DIR  explain a dataset
 
 Each subcommand is a thin layer over a library function; errors in the input are reported as one line naming the
 problem, with exit status 2.
@@ -105,6 +106,68 @@ def _explain(args) -> int:
     return 0
 
 
+_RUN_KEYS = ("checkpoint", "method", "data", "split", "num_clips", "batch_size", "selective", "out", "limit",
+             "step", "offset", "pad", "metrics", "save_maps", "resume")
+
+
+def _run(args) -> int:
+    import tomllib
+
+    from jaxvx import checkpoints, data, pipeline
+    from jaxvx.explain import build_method
+    from jaxvx.transforms import selective, sum_channels
+
+    settings = {key: getattr(args, key) for key in _RUN_KEYS}
+    if args.config is not None:
+        with open(args.config, "rb") as f:
+            config = tomllib.load(f)
+        unknown = sorted(set(config) - set(_RUN_KEYS))
+        if unknown:
+            raise ValueError(f"{args.config}: unknown keys {unknown}; known keys are {list(_RUN_KEYS)}")
+        explicit = {a.dest for a in _parser_actions(args) if getattr(args, a.dest) != a.default}
+        settings.update({k: v for k, v in config.items() if k not in explicit})  # flags win over the file
+    model, variables, card = checkpoints.load(settings["checkpoint"])
+    t_model, h_model, w_model = (int(v) for v in card["input_shape"][:3])
+    kind, _, where = str(settings["data"]).partition(":")
+    if kind == "synthetic":
+        config = dict(card.get("data", {}).get("config") or {})
+        config.update(num_frames=t_model, height=h_model, width=w_model)
+        source = data.synthetic(settings["split"], num_clips=settings["num_clips"], **config)
+    elif kind == "folder":
+        source = data.folder(where)
+    elif kind == "tfds":
+        source = data.tfds(where, settings["split"])
+    else:
+        raise ValueError(f"data must be synthetic, folder:PATH or tfds:NAME, got {settings['data']!r}")
+    methods = {}
+    for name in [m.strip() for m in str(settings["method"]).split(",") if m.strip()]:
+        method, model_m, variables_m = build_method(name, model, variables, card)
+        if model_m is not model:  # LRP folds BatchNorm: same logits, so the folded model serves every method
+            model, variables = model_m, variables_m
+        methods[name] = method
+    transforms = [sum_channels()]
+    if settings["selective"] and settings["selective"] > 0:
+        transforms.append(selective(settings["selective"]))
+    metrics = settings["metrics"]
+    metrics = "auto" if metrics in (None, "auto") else [m.strip() for m in str(metrics).split(",")]
+    results = pipeline.run(
+        source, model, methods, variables=variables, transforms=transforms, metrics=metrics,
+        batch_size=settings["batch_size"], length=t_model, step=settings["step"], offset=settings["offset"],
+        pad=settings["pad"], preprocess=dict(card.get("preprocess", {})), out=settings["out"],
+        resume=settings["resume"], save_maps=settings["save_maps"], limit=settings["limit"],
+    )
+    print(results.markdown)
+    if settings["out"]:
+        print(f"rows: {settings['out']}/results.jsonl, summary: {settings['out']}/summary.md")
+    return 0
+
+
+def _parser_actions(args):
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [a for a in sub.choices["run"]._actions if a.dest in _RUN_KEYS]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxvx", description="Explain video classifiers with JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +203,25 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--pad", default="loop", choices=["loop", "edge", "error"])
     explain.add_argument("--out", default="jaxvx-explain", help="output folder (default: jaxvx-explain)")
     explain.set_defaults(func=_explain)
+
+    run = sub.add_parser("run", help="explain and score a whole dataset (pipeline): results.jsonl, summary.md")
+    run.add_argument("config", nargs="?", default=None, help="a TOML file with any of the options below")
+    run.add_argument("--checkpoint", default="c3d-small")
+    run.add_argument("--method", default="deep_taylor", help=f"one or several, comma-separated, of {list(METHODS)}")
+    run.add_argument("--data", default="synthetic", help="synthetic (default), folder:PATH or tfds:NAME")
+    run.add_argument("--split", default="test")
+    run.add_argument("--num-clips", type=int, default=200, help="synthetic clips (default 200)")
+    run.add_argument("--limit", type=int, default=None, help="only the first N clips")
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--selective", type=float, default=0.0, metavar="SIGMA", help="filter maps (0: off)")
+    run.add_argument("--metrics", default="auto", help="auto, or comma-separated names (see jaxvx.pipeline.run)")
+    run.add_argument("--step", default="1")
+    run.add_argument("--offset", type=int, default=0)
+    run.add_argument("--pad", default="loop", choices=["loop", "edge", "error"])
+    run.add_argument("--save-maps", action="store_true")
+    run.add_argument("--no-resume", dest="resume", action="store_false")
+    run.add_argument("--out", default="jaxvx-run")
+    run.set_defaults(func=_run)
     return parser
 
 

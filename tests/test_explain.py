@@ -69,3 +69,28 @@ def test_explain_reports_bad_input_in_one_line(tiny_checkpoint, tmp_path, capsys
     assert "missing.mp4" in capsys.readouterr().err
     assert main(["explain", "--checkpoint", "no-such-model", "--out", str(tmp_path / "o")]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_a_pipeline_from_a_toml_file_and_resume(tiny_checkpoint, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text(f'checkpoint = "{tiny_checkpoint}"\nmethod = "gradient"\nnum_clips = 4\nbatch_size = 2\n')
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), "--selective", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "| gradient | spatial_pointing_game |" in printed
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert "header" in rows[0] and [row["clip"] for row in rows[1:]] == [0, 1, 2, 3]
+    assert all(row["status"] == "ok" for row in rows[1:])
+    assert (out / "summary.md").read_text().count("| gradient |") >= 3
+    # a second run resumes: nothing left to compute, same summary
+    before = (out / "results.jsonl").read_text()
+    assert main(["run", str(config), "--out", str(out), "--selective", "4"]) == 0
+    assert (out / "results.jsonl").read_text() == before
+
+
+def test_run_rejects_unknown_config_keys(tiny_checkpoint, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('checkpoint = "x"\nmethods = "gradient"\n')
+    assert main(["run", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown keys ['methods']" in capsys.readouterr().err
