@@ -5,6 +5,7 @@
     jaxvx train --model c3d-small --out DIR ...                             train a model (see ``jaxvx train -h``)
     jaxvx explain [VIDEO] --checkpoint c3d-small --method deep_taylor --out DIR   explain one snippet
     jaxvx run [CONFIG.toml] --checkpoint c3d-small --method deep_taylor --out DIR  explain a dataset
+    jaxvx stream VIDEO_OR_CAMERA --checkpoint c3d-small --out stream.mp4      sliding-window explanations
 
 Each subcommand is a thin layer over a library function; errors in the input are reported as one line naming the
 problem, with exit status 2.
@@ -162,6 +163,16 @@ def _run(args) -> int:
     return 0
 
 
+def _stream(args) -> int:
+    from jaxvx.explain import stream
+
+    r = stream(args.checkpoint, args.source, args.out, method=args.method, max_frames=args.max_frames,
+               selective_sigma=None if args.selective <= 0 else args.selective)
+    print(f"wrote {r['out']}: {r['frames']} frames, {r['explained']} explained windows in {r['seconds']:.1f} s "
+          f"= {r['fps']:.1f} frames/s")
+    return 0
+
+
 def _parser_actions(args):
     parser = _parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -222,6 +233,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-resume", dest="resume", action="store_false")
     run.add_argument("--out", default="jaxvx-run")
     run.set_defaults(func=_run)
+
+    streaming = sub.add_parser("stream", help="explain a sliding window of frames as they arrive (Hiley et al.)")
+    streaming.add_argument("source", help="a video file, or a camera index such as 0")
+    streaming.add_argument("--checkpoint", default="c3d-small")
+    streaming.add_argument("--method", default="deep_taylor", choices=list(METHODS))
+    streaming.add_argument("--selective", type=float, default=0.0, metavar="SIGMA")
+    streaming.add_argument("--max-frames", type=int, default=None)
+    streaming.add_argument("--out", default="stream.mp4")
+    streaming.set_defaults(func=_stream)
     return parser
 
 

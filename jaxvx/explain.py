@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["METHODS", "Explanation", "build_method", "explain_clip", "model_input", "write_outputs"]
+__all__ = ["METHODS", "Explanation", "build_method", "explain_clip", "model_input", "stream", "write_outputs"]
 
 _LRP = ("deep_taylor", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
 METHODS: tuple[str, ...] = (
@@ -259,3 +259,96 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
         json.dump({**result.numbers, "files": paths}, f, indent=2)
     os.replace(tmp, paths["json"])
     return paths
+
+
+def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "deep_taylor",
+           selective_sigma: float | None = None, max_frames: int | None = None, fps: float | None = None,
+           progress: bool = True) -> dict[str, Any]:
+    """Hiley et al.'s real-time use: explain a sliding window of the model's T frames as each new frame arrives.
+
+    Frames are read one at a time from ``source`` (a video path, or a camera index as an int or a digit string);
+    once T frames are buffered, every new frame triggers one explanation of the last T frames (one jitted call,
+    batch 1), and the relevance of the newest frame is drawn over it (signed heatmap, 0.7 over grey) and written to
+    ``out`` (mp4 or avi) at the input frame rate. The first T - 1 frames are written without overlay.
+
+    Returns ``{"frames": n, "explained": m, "seconds": s, "fps": n / s, "explained_fps": m / s, "out": path}``
+    (frames per second achieved, reading and writing included; compilation happens before the clock starts).
+    """
+    import collections
+
+    import cv2
+
+    from jaxvx import VideoError, checkpoints, transforms
+    from jaxvx.io import preprocess
+    from jaxvx.viz import overlay
+
+    model, variables, card = checkpoints.load(checkpoint)
+    t_model = int(card["input_shape"][0])
+    explain, model, variables = build_method(method, model, variables, card)
+    select = transforms.selective(selective_sigma) if selective_sigma else None
+
+    def step(w, window, target):
+        r = explain(functools.partial(model.apply, w), window, target)
+        r = r.sum(axis=-1)
+        return (select(r) if select is not None else r)[0, -1]
+
+    step = jax.jit(step)
+    predict = jax.jit(model.apply)
+    zeros = jnp.zeros((1, *card["input_shape"]), jnp.float32)  # compile before the clock starts
+    step(variables, zeros, jnp.zeros((1,), jnp.int32)).block_until_ready()
+    predict(variables, zeros).block_until_ready()
+    pp = dict(card.get("preprocess", {}))
+    view_pp = {**pp, "mean": (0.0, 0.0, 0.0), "std": (1 / 255, 1 / 255, 1 / 255)}
+    camera = isinstance(source, int) or (isinstance(source, str) and source.isdigit())
+    capture = cv2.VideoCapture(int(source) if camera else os.fspath(source))
+    if not capture.isOpened():
+        raise VideoError(f"{source}: cannot open this {'camera' if camera else 'video'}")
+    rate = fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
+    out = os.fspath(out)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(out)), "." + os.path.basename(out) + ".part"
+                       + os.path.splitext(out)[1])
+    window: collections.deque = collections.deque(maxlen=t_model)
+    writer = None
+    n = explained = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="jaxvx stream", unit="frame")
+    start = time.perf_counter()
+    try:
+        while max_frames is None or n < max_frames:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None]
+            window.append(np.asarray(preprocess(rgb, **pp))[0])
+            view = np.clip(np.asarray(preprocess(rgb, **view_pp)).round(), 0, 255).astype(np.uint8)
+            if len(window) == t_model:
+                clip = jnp.asarray(np.stack(window))[None]
+                target = jnp.argmax(predict(variables, clip), axis=-1).astype(jnp.int32)
+                frame = overlay(view, np.asarray(step(variables, clip, target))[None])[0]
+                explained += 1
+            else:
+                frame = view[0]
+            if writer is None:
+                fourcc = cv2.VideoWriter_fourcc(*("mp4v" if out.endswith(".mp4") else "MJPG"))
+                writer = cv2.VideoWriter(tmp, fourcc, float(rate), (frame.shape[1], frame.shape[0]))
+                if not writer.isOpened():
+                    raise VideoError(f"{out}: cannot open a video writer")
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            n += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    if n == 0:
+        raise VideoError(f"{source}: no frame could be read")
+    os.replace(tmp, out)
+    return {"frames": n, "explained": explained, "seconds": seconds, "fps": n / seconds,
+            "explained_fps": explained / seconds, "out": out}

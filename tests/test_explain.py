@@ -94,3 +94,16 @@ def test_run_rejects_unknown_config_keys(tiny_checkpoint, tmp_path, capsys):
     config.write_text('checkpoint = "x"\nmethods = "gradient"\n')
     assert main(["run", str(config), "--out", str(tmp_path / "o")]) == 2
     assert "unknown keys ['methods']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_stream_overlays_every_frame_after_the_first_window(tiny_checkpoint, tmp_path, shared_videos):
+    from jaxvx.explain import stream
+
+    out = tmp_path / "stream.avi"
+    r = stream(tiny_checkpoint, str(shared_videos / "ucf101_apply_eye_makeup.avi"), out, method="gradient",
+               max_frames=20, progress=False)
+    assert r["frames"] == 20 and r["explained"] == 20 - 16 + 1 and r["fps"] > 0
+    video = read_video(out)
+    assert video.shape == (20, 32, 32, 3)
+    assert not list(tmp_path.glob(".*part*")), "the temporary file was renamed into place"
