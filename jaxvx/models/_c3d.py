@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from jaxvx.models._layers import Flatten, MaxPool3D, ReLU, scaled
+from jaxvx.models._layers import Flatten, MaxPool3D, ReLU, conv_general_dilated, scaled
 
 __all__ = ["C3D"]
 
@@ -36,8 +36,8 @@ class C3D(nn.Module):
 
     Input ``[B, T, H, W, C]`` float32 (the paper: 16 x 112 x 112 RGB), output logits ``[B, num_classes]``.
 
-    Layers (submodule names in brackets; convs are ``flax.linen.Conv`` 3x3x3, stride 1, zero padding 1, with bias,
-    each followed by a :class:`ReLU` ``reluX``; pools are :class:`MaxPool3D`):
+    Layers (convs are ``flax.linen.Conv`` 3x3x3, stride 1, zero padding 1, with bias, computed by
+    :func:`conv_general_dilated`, each followed by a :class:`ReLU` ``reluX``; pools are :class:`MaxPool3D`):
     conv1 64, pool1 (1,2,2); conv2 128, pool2 (2,2,2); conv3a, conv3b 256, pool3 (2,2,2); conv4a, conv4b 512,
     pool4 (2,2,2); conv5a, conv5b 512, pool5 (2,2,2) with spatial padding (0,1,1) (``-inf`` padding, as the PyTorch
     port's ``MaxPool3d(padding=(0, 1, 1))``); ``flatten``; fc6 4096, relu6, drop6; fc7 4096, relu7, drop7; fc8.
@@ -76,7 +76,8 @@ class C3D(nn.Module):
         if t < 16 or h < 16 or w < 16:
             raise ValueError(f"x: C3D needs T >= 16 and H, W >= 16 (five pools), got shape {tuple(x.shape)}")
         for name, channels, pool in _CONVS:
-            x = nn.Conv(scaled(channels, self.width), (3, 3, 3), padding=((1, 1),) * 3, name=name)(x)
+            x = nn.Conv(scaled(channels, self.width), (3, 3, 3), padding=((1, 1),) * 3,
+                        conv_general_dilated=conv_general_dilated, name=name)(x)
             x = ReLU(name="relu" + name[4:])(x)
             if pool is not None:
                 pname, window, padding = pool

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 
 from jaxvx.models._c3d import _check_positive_int, _check_width
-from jaxvx.models._layers import GlobalAvgPool, ReLU, Sum, scaled
+from jaxvx.models._layers import GlobalAvgPool, ReLU, Sum, conv_general_dilated, scaled
 
 __all__ = ["R2Plus1D18", "Conv2Plus1D", "BasicBlock", "midplanes"]
 
@@ -15,6 +15,7 @@ BN_EPSILON = 1e-5  # torch.nn.BatchNorm3d's default
 # torchvision's init: kaiming normal (fan_out, relu gain) for convs, N(0, 0.01) for the classifier
 _conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 _fc_init = jax.nn.initializers.normal(0.01)
+_CONV = dict(kernel_init=_conv_init, conv_general_dilated=conv_general_dilated)
 
 
 def midplanes(inplanes: int, planes: int) -> int:
@@ -55,12 +56,12 @@ class Conv2Plus1D(nn.Module):
         st = s if self.temporal_stride is None else self.temporal_stride
         bias = self.fold_bn
         x = nn.Conv(self.mid, (1, k, k), (1, s, s), padding=((0, 0), (k // 2, k // 2), (k // 2, k // 2)),
-                    use_bias=bias, kernel_init=_conv_init, name="spatial")(x)
+                    use_bias=bias, **_CONV, name="spatial")(x)
         if not self.fold_bn:
             x = _bn(train, "spatial_bn")(x)
         x = ReLU(name="spatial_relu")(x)
         x = nn.Conv(self.features, (kt, 1, 1), (st, 1, 1), padding=((kt // 2, kt // 2), (0, 0), (0, 0)),
-                    use_bias=bias, kernel_init=_conv_init, name="temporal")(x)
+                    use_bias=bias, **_CONV, name="temporal")(x)
         if not self.fold_bn:
             x = _bn(train, "temporal_bn")(x)
         return x
@@ -89,7 +90,7 @@ class BasicBlock(nn.Module):
         if self.stride != 1 or inplanes != self.planes:
             s = self.stride
             x = nn.Conv(self.planes, (1, 1, 1), (s, s, s), padding="VALID", use_bias=self.fold_bn,
-                        kernel_init=_conv_init, name="downsample")(x)
+                        **_CONV, name="downsample")(x)
             if not self.fold_bn:
                 x = _bn(train, "downsample_bn")(x)
         out = Sum(name="sum")(out, x)
