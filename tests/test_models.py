@@ -317,7 +317,7 @@ def test_cnnlstm_is_per_frame_cnn_lstm_and_time_mean():
 # jit, vmap, train mode
 
 
-@pytest.mark.parametrize("which", [0, 5])
+@pytest.mark.parametrize("which", [pytest.param(0, marks=pytest.mark.slow), 5])
 def test_jit_and_vmap(which):
     model, shape = SMALL[which]
     x = _rng(8).standard_normal(shape).astype(np.float32)

@@ -136,6 +136,7 @@ def _randomise_bn(torch, model):
                 m.num_batches_tracked.fill_(7)
 
 
+@pytest.mark.slow
 def test_c3d_matches_torch_port(torch):
     # 16 x 40 x 48 frames: pool4 gives 2 x 2 x 3, pool5 with padding (0, 1, 1) gives 1 x 2 x 2 (odd width rounds
     # down), so fc6 sees C * 4 features whose order must match torch's (C, T, H, W) flatten.
