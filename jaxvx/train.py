@@ -15,9 +15,10 @@ Training (see :func:`train` for the details):
   :func:`jaxvx.io.preprocess`).
 - loss: mean softmax cross-entropy; optimiser: AdamW (or SGD with Nesterov momentum), learning rate warmed up
   linearly over ``warmup_steps`` then decayed by a cosine to zero, global gradient-norm clipping at 1.
-- one jitted, buffer-donating step ``(state, video, label) -> (state, metrics)`` where the state holds the step,
-  parameters, batch statistics and optimiser state; the dropout key is ``fold_in(key(seed), step)``. The same seed
-  gives bit-identical parameters on the same machine.
+- one jitted, buffer-donating step ``(state, video, label, key) -> (state, metrics)`` where the state holds the
+  step, parameters, batch statistics and optimiser state; parameters are initialised from ``key(seed)`` and the
+  dropout key is ``fold_in(key(seed + 1), step)`` (JAX "rbg" keys). The same seed gives bit-identical parameters
+  on the same machine and jax version.
 - evaluation on ``test_clips`` clips of the held-out test split every ``eval_every`` steps and at the end.
 - the full training state is written atomically to ``OUT/NAME.state.msgpack`` every ``checkpoint_every`` steps;
   ``resume=True`` continues from it (same final parameters as an uninterrupted run). At the end the model checkpoint
@@ -63,6 +64,9 @@ __all__ = [
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 STATE_FORMAT = "jaxvx-train-state/1"
+# JAX's "rbg" PRNG (XLA RngBitGenerator): on XLA:CPU a model's initialisation compiles about 10x faster than with
+# the default threefry (minutes for C3D on 2 cores), and it is as deterministic on a given jax/XLA version.
+PRNG_IMPL = "rbg"
 
 
 # ------------------------------------------------------------------------------------------------------ recipes
@@ -79,7 +83,15 @@ class Recipe:
       train_clips, test_clips: sizes of the in-memory training set and of the evaluated test split.
       steps, batch_size, optimizer ("adamw" | "sgd"), lr (peak), weight_decay, warmup_steps, momentum: optimisation.
       seed: initialisation, batch order and dropout.
+      kernel_gain: every ``kernel`` parameter (convolutions and dense layers) is multiplied by this factor after
+        the model's own initialisation. ``sqrt(2)`` turns Flax's default LeCun-normal init into He init, which
+        keeps the signal's variance through deep ReLU stacks without normalisation (C3D): with the default the
+        logits of an 8-conv C3D hardly depend on the input and Adam drives the network to a constant output.
       mean, std: per-channel normalisation of ``v / 255``.
+      curriculum_steps, curriculum_data: during the first ``curriculum_steps`` steps the batches come from a second
+        training set of ``min(train_clips, curriculum_steps * batch_size)`` clips rendered with ``data_kwargs``
+        updated by ``curriculum_data`` (e.g. ``{"distractors": 0}``: the actor alone, whose motion a network
+        finds many times faster than among distractors that move alike); afterwards from the main training set.
       trained: False for a random-initialisation baseline (``steps`` must then be 0).
       notes: free text copied into the card.
     """
@@ -103,6 +115,9 @@ class Recipe:
     warmup_steps: int = 50
     momentum: float = 0.9
     seed: int = 0
+    kernel_gain: float = 1.0
+    curriculum_steps: int = 0
+    curriculum_data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     mean: tuple[float, ...] = KINETICS_MEAN
     std: tuple[float, ...] = KINETICS_STD
     trained: bool = True
@@ -113,6 +128,7 @@ class Recipe:
         d = dataclasses.asdict(self)
         d["model_kwargs"] = dict(self.model_kwargs)
         d["data_kwargs"] = dict(self.data_kwargs)
+        d["curriculum_data"] = dict(self.curriculum_data)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
@@ -144,6 +160,10 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r} is an untrained baseline: steps must be 0, got {self.steps}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"recipe {self.name!r}: optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.curriculum_steps < 0 or (self.curriculum_steps and not self.curriculum_data):
+            raise ValueError(f"recipe {self.name!r}: curriculum_steps must be >= 0 and come with curriculum_data")
+        if not self.kernel_gain > 0:
+            raise ValueError(f"recipe {self.name!r}: kernel_gain must be > 0, got {self.kernel_gain}")
         if not self.lr > 0:
             raise ValueError(f"recipe {self.name!r}: lr must be > 0, got {self.lr}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -172,9 +192,9 @@ RECIPES: dict[str, Recipe] = {
                steps=600, batch_size=32, lr=1e-3, train_clips=2000),
         Recipe(name="cnnlstm-small", model="cnnlstm", model_kwargs=dict(backbone="small", hidden=64),
                variant="motion", steps=600, batch_size=32, lr=1e-3, train_clips=2000),
-        Recipe(name="lstm-ica-small", model="lstm", model_kwargs=dict(cell="input_cell_attention", hidden=32),
+        Recipe(name="lstm-ica-small", model="lstm", model_kwargs=dict(cell="input_cell_attention", hidden=32, frontend="small"),
                variant="walk_run", steps=600, batch_size=32, lr=1e-3, train_clips=2000),
-        Recipe(name="lstm-small", model="lstm", model_kwargs=dict(cell="lstm", hidden=32),
+        Recipe(name="lstm-small", model="lstm", model_kwargs=dict(cell="lstm", hidden=32, frontend="small"),
                variant="walk_run", steps=600, batch_size=32, lr=1e-3, train_clips=2000),
     ]
 }
@@ -245,18 +265,21 @@ def _takes_train(model) -> bool:
 
 
 def make_train_step(model, tx: optax.GradientTransformation, recipe: Recipe) -> Callable:
-    """One jitted training step ``step(state, video_u8, label) -> (state, metrics)``.
+    """One jitted training step ``step(state, video_u8, label, key) -> (state, metrics)``.
 
-    ``video_u8`` uint8 ``[B, T, H, W, 3]``, ``label`` int ``[B]``; ``metrics = {"loss": mean cross-entropy,
-    "accuracy": fraction of argmax(logits) == label}`` (train-mode forward, before the update). The state's buffers are
-    donated. Dropout uses ``jax.random.fold_in(jax.random.key(recipe.seed), state.step)``.
+    ``video_u8`` uint8 ``[B, T, H, W, 3]``, ``label`` int ``[B]``, ``key`` the run's base PRNG key (the dropout key
+    of the step is ``jax.random.fold_in(key, state.step)``). The clip is normalised with ``recipe.mean`` /
+    ``recipe.std`` (:func:`normalize`); the loss is the mean softmax cross-entropy of the train-mode logits; the
+    gradient goes through ``tx``; BatchNorm statistics (if any) are updated. ``metrics = {"loss": ...,
+    "accuracy": fraction of argmax(logits) == label}`` (train-mode forward, before the update). The state's
+    buffers are donated.
     """
-    base_key = jax.random.key(recipe.seed + 1)
     takes_train = _takes_train(model)
+    mean, std = tuple(recipe.mean), tuple(recipe.std)
 
-    def step(state: TrainState, video_u8, label):
-        x = normalize(video_u8, recipe.mean, recipe.std)
-        key = jax.random.fold_in(base_key, state.step)
+    def step(state: TrainState, video_u8, label, key):
+        x = normalize(video_u8, mean, std)
+        key = jax.random.fold_in(key, state.step)
         kw = {"train": True} if takes_train else {}
 
         def loss_fn(params):
@@ -282,14 +305,38 @@ def make_train_step(model, tx: optax.GradientTransformation, recipe: Recipe) -> 
 
 
 def make_eval_fn(model, recipe: Recipe) -> Callable:
-    """Jitted ``logits(variables, video_u8) -> [B, K]``: eval-mode forward (no dropout, running BatchNorm stats)."""
+    """Jitted ``logits(variables, video_u8) -> [B, K]``: eval-mode forward (no dropout, running BatchNorm stats)
+    of the clips normalised with ``recipe.mean`` / ``recipe.std``."""
     kw = {"train": False} if _takes_train(model) else {}
+    mean, std = tuple(recipe.mean), tuple(recipe.std)
 
     @jax.jit
     def logits(variables, video_u8):
-        return model.apply(variables, normalize(video_u8, recipe.mean, recipe.std), **kw)
+        return model.apply(variables, normalize(video_u8, mean, std), **kw)
 
     return logits
+
+
+# Compiled functions are reused across train() calls in one process (tests, sweeps): keyed by the model's config
+# and the settings the function closes over. The seed is not among them: it enters as an argument.
+_CACHE: dict = {}
+
+
+def _cached(kind: str, model, recipe: Recipe, make: Callable):
+    from jaxvx import models
+
+    fields = {
+        "step": ("steps", "optimizer", "lr", "weight_decay", "warmup_steps", "momentum", "mean", "std"),
+        "eval": ("mean", "std"),
+        "init": ("num_frames", "height", "width"),
+    }[kind]
+    d = recipe.to_dict()
+    key = (kind, json.dumps(models.config(model), sort_keys=True), json.dumps([d[f] for f in fields]))
+    if key not in _CACHE:
+        if len(_CACHE) > 32:
+            _CACHE.clear()
+        _CACHE[key] = make()
+    return _CACHE[key]
 
 
 def _accuracy(logits_fn, variables, videos: np.ndarray, labels: np.ndarray, batch: int = 50) -> float:
@@ -307,9 +354,10 @@ def _accuracy(logits_fn, variables, videos: np.ndarray, labels: np.ndarray, batc
 
 
 # ------------------------------------------------------------------------------------------------------------ data
-def _dataset(recipe: Recipe, split: str, num_clips: int):
+def _dataset(recipe: Recipe, split: str, num_clips: int, extra: Mapping[str, Any] | None = None):
     from jaxvx import data
 
+    kwargs = {**dict(recipe.data_kwargs), **dict(extra or {})}
     return data.synthetic(
         split,
         variant=recipe.variant,
@@ -318,7 +366,7 @@ def _dataset(recipe: Recipe, split: str, num_clips: int):
         height=recipe.height,
         width=recipe.width,
         seed=recipe.data_seed,
-        **dict(recipe.data_kwargs),
+        **kwargs,
     )
 
 
@@ -330,7 +378,7 @@ def _render(ds, n: int, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarr
     chunk = 128
     with tqdm(total=n, desc=desc, unit="clip", disable=not progress, leave=False) as bar:
         for i in range(0, n, chunk):
-            b = ds.batch(np.arange(i, min(i + chunk, n)))
+            b = ds.batch(np.arange(i, min(i + chunk, n)), keys=["video", "label"])
             videos.append(np.asarray(b["video"], np.uint8))
             labels.append(np.asarray(b["label"], np.int32))
             bar.update(len(labels[-1]))
@@ -372,23 +420,26 @@ class TrainResult:
     test_accuracy: float
 
 
-_MATH_KEYS = ("steps", "batch_size", "optimizer", "lr", "weight_decay", "warmup_steps", "momentum", "seed")
+_CLI_FIELDS = {
+    "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed", "optimizer": "--optimizer",
+    "weight_decay": "--weight-decay", "warmup_steps": "--warmup-steps", "train_clips": "--train-clips",
+    "test_clips": "--test-clips",
+}
 
 
 def _command(recipe: Recipe, base: Recipe, out) -> str:
-    """The ``jaxvx train`` command line that reproduces ``recipe`` (a built-in ``base`` with overrides)."""
+    """The ``jaxvx train`` command line that reproduces ``recipe`` (a built-in ``base`` with overrides of CLI
+    options), or else the equivalent Python call."""
+    custom = RECIPES.get(base.name) != base or any(
+        getattr(recipe, f.name) != getattr(base, f.name) for f in dataclasses.fields(Recipe) if f.name not in _CLI_FIELDS
+    )
+    if custom:
+        code = f"from jaxvx.train import Recipe, train; train(Recipe.from_dict({recipe.to_dict()!r}), out={str(out)!r})"
+        return shlex.join(["python", "-c", code])
     args = ["jaxvx", "train", "--model", base.name, "--data", "synthetic"]
-    if recipe.trained:
-        args += ["--steps", str(recipe.steps), "--batch-size", str(recipe.batch_size), "--lr", repr(recipe.lr)]
-    args += ["--seed", str(recipe.seed)]
-    for field, flag in (
-        ("optimizer", "--optimizer"),
-        ("weight_decay", "--weight-decay"),
-        ("warmup_steps", "--warmup-steps"),
-        ("train_clips", "--train-clips"),
-        ("test_clips", "--test-clips"),
-    ):
-        if getattr(recipe, field) != getattr(base, field):
+    always = ("steps", "batch_size", "lr", "seed") if recipe.trained else ("seed",)
+    for field, flag in _CLI_FIELDS.items():
+        if field in always or getattr(recipe, field) != getattr(base, field):
             args += [flag, str(getattr(recipe, field))]
     args += ["--out", str(out)]
     return shlex.join(args)
@@ -418,8 +469,7 @@ def train(
       out: output folder (created).
       steps, batch_size, seed, lr: override the recipe's values (None keeps them); further Recipe fields can be
         overridden by keyword (``train_clips=..., test_clips=..., weight_decay=...``).
-      eval_every: evaluate on the test split every this many steps (default ``max(steps // 5, 1)``; 0 = only at
-        the end).
+      eval_every: evaluate on the test split every this many steps (default ``steps // 5``; 0 = only at the end).
       checkpoint_every: write the training state every this many steps (default ``max(steps // 10, 1)``).
       resume: continue from ``OUT/NAME.state.msgpack`` if it exists (its recipe must match); without ``resume`` an
         existing state file is an error, to protect it.
@@ -457,7 +507,7 @@ def train(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / f"{recipe.name}.state.msgpack"
-    eval_every = max(recipe.steps // 5, 1) if eval_every is None else int(eval_every)
+    eval_every = recipe.steps // 5 if eval_every is None else int(eval_every)
     checkpoint_every = max(recipe.steps // 10, 1) if checkpoint_every is None else int(checkpoint_every)
     if checkpoint_every < 1:
         raise ValueError(f"train: checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -477,6 +527,10 @@ def train(
         train_ds = _dataset(recipe, "train", recipe.train_clips)
         train_v, train_y = _render(train_ds, recipe.train_clips, progress, "train clips")
         data_cfg = train_ds.config.to_dict() if hasattr(train_ds, "config") else {}
+        if recipe.curriculum_steps:
+            n_easy = min(recipe.train_clips, recipe.curriculum_steps * recipe.batch_size)
+            easy_ds = _dataset(recipe, "train", n_easy, recipe.curriculum_data)
+            easy_v, easy_y = _render(easy_ds, n_easy, progress, "curriculum clips")
     else:
         train_v = train_y = None
         data_cfg = test_ds.config.to_dict() if hasattr(test_ds, "config") else {}
@@ -485,12 +539,17 @@ def train(
     # --- model, optimiser, state
     model = models.create(recipe.model, num_classes, **dict(recipe.model_kwargs))
     tx = make_optimizer(recipe)
-    init_key = jax.random.key(recipe.seed)
+    init_key = jax.random.key(recipe.seed, impl=PRNG_IMPL)
     dummy = jnp.zeros((1, recipe.num_frames, recipe.height, recipe.width, 3), jnp.float32)
     kw = {"train": False} if _takes_train(model) else {}
-    variables = jax.jit(lambda k: model.init({"params": k, "dropout": k}, dummy, **kw))(init_key)
-    variables = dict(variables)
+    init_fn = _cached("init", model, recipe, lambda: jax.jit(lambda k: model.init({"params": k, "dropout": k}, dummy, **kw)))
+    variables = dict(init_fn(init_key))
     params = variables["params"]
+    if recipe.kernel_gain != 1.0:
+        gain = jnp.float32(recipe.kernel_gain)
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, a: a * gain if getattr(path[-1], "key", None) == "kernel" else a, params
+        )
     state = TrainState(
         step=jnp.asarray(0, jnp.int32),
         params=params,
@@ -498,14 +557,15 @@ def train(
         opt_state=tx.init(params),
     )
     history: list[dict] = []
-    elapsed_before = 0.0
+    elapsed_before = loop_before = 0.0
     math_cfg = {k: v for k, v in recipe.to_dict().items() if k not in ("notes",)}
     if resume and state_path.exists():
-        state, history, elapsed_before = _load_state(state_path, state, math_cfg)
+        state, history, (elapsed_before, loop_before) = _load_state(state_path, state, math_cfg)
     start = int(state.step)
 
-    step_fn = make_train_step(model, tx, recipe)
-    logits_fn = make_eval_fn(model, recipe)
+    step_fn = _cached("step", model, recipe, lambda: make_train_step(model, tx, recipe))
+    logits_fn = _cached("eval", model, recipe, lambda: make_eval_fn(model, recipe))
+    dropout_key = jax.random.key(recipe.seed + 1, impl=PRNG_IMPL)
 
     def evaluate(st) -> float:
         return _accuracy(logits_fn, st.variables(), test_v, test_y)
@@ -514,10 +574,12 @@ def train(
     t_loop = time.perf_counter()
     run_loss, run_acc, n_avg = 0.0, 0.0, 0
     bar = tqdm(total=recipe.steps, initial=start, desc=f"train {recipe.name}", unit="step", disable=not progress)
+    log = bar.write if progress else (lambda msg: None)
     try:
         for s in range(start, recipe.steps):
-            idx = _batch_indices(recipe.seed, s, len(train_v), recipe.batch_size)
-            state, metrics = step_fn(state, train_v[idx], train_y[idx])
+            vids, labs = (easy_v, easy_y) if s < recipe.curriculum_steps else (train_v, train_y)
+            idx = _batch_indices(recipe.seed, s, len(vids), recipe.batch_size)
+            state, metrics = step_fn(state, vids[idx], labs[idx], dropout_key)
             m = {k: float(v) for k, v in metrics.items()}
             run_loss += m["loss"]
             run_acc += m["accuracy"]
@@ -532,10 +594,12 @@ def train(
                      "test_accuracy": evaluate(state)}
                 history.append(h)
                 run_loss, run_acc, n_avg = 0.0, 0.0, 0
-                bar.write(f"step {done}: loss {h['loss']:.4f} train acc {h['train_accuracy']:.3f} "
+                log(f"step {done}: loss {h['loss']:.4f} train acc {h['train_accuracy']:.3f} "
                           f"test acc {h['test_accuracy']:.3f}")
             if done < recipe.steps and done % checkpoint_every == 0:
-                _save_state(state_path, state, history, elapsed_before + time.perf_counter() - t_start, math_cfg)
+                now = time.perf_counter()
+                timing = (elapsed_before + now - t_start, loop_before + now - t_loop)
+                _save_state(state_path, state, history, timing, math_cfg)
     finally:
         bar.close()
     loop_time = time.perf_counter() - t_loop
@@ -563,9 +627,17 @@ def train(
                        "mean": list(recipe.mean), "std": list(recipe.std)},
         "normalization": "x = (video_uint8 / 255 - mean) / std per RGB channel, channels-last [B, T, H, W, C]",
         "data": {"source": "jaxvx.data.synthetic", "variant": recipe.variant, "config": data_cfg,
-                 "train_clips": recipe.train_clips if recipe.trained else 0, "test_clips": recipe.test_clips},
+                 "train_clips": recipe.train_clips if recipe.trained else 0, "test_clips": recipe.test_clips,
+                 "curriculum": {"steps": recipe.curriculum_steps, "data": dict(recipe.curriculum_data)}
+                 if recipe.curriculum_steps else None},
         "recipe": recipe.to_dict(),
         "seed": recipe.seed,
+        "init": "the model's Flax initialisers" + (
+            f", then every kernel multiplied by {recipe.kernel_gain!r}" if recipe.kernel_gain != 1.0 else ""),
+        "prng": {"impl": PRNG_IMPL, "init_key": f"jax.random.key({recipe.seed}, impl={PRNG_IMPL!r})",
+                 "dropout_key": f"fold_in(jax.random.key({recipe.seed + 1}, impl={PRNG_IMPL!r}), step)",
+                 "batches": f"numpy.random.default_rng([{recipe.seed}, step]).choice(train_clips, batch_size, "
+                            "replace=False)"},
         "optimizer": {"name": recipe.optimizer, "lr": recipe.lr, "weight_decay": recipe.weight_decay,
                       "warmup_steps": recipe.warmup_steps, "schedule": "linear warm-up then cosine decay to 0",
                       "grad_clip_norm": 1.0, **({"momentum": recipe.momentum, "nesterov": True}
@@ -577,30 +649,30 @@ def train(
         "test_accuracy": test_acc,
         "test_accuracy_clips": recipe.test_clips,
         "history": history,
-        "train_time_s": round(loop_time if start == 0 else float("nan"), 2) if start == 0 else None,
+        "train_time_s": round(loop_before + loop_time, 2),
         "wall_time_s": round(wall, 2),
         "data_time_s": round(data_time, 2),
         "resumed_from_step": start if start else None,
         "machine": _machine(),
-        "command": command or _command(recipe, base if base.name in RECIPES else recipe, out),
+        "command": command or _command(recipe, base, out),
         "notes": recipe.notes,
     }
     path = checkpoints.save(out / f"{recipe.name}.msgpack", model, variables, card)
     if state_path.exists() and not keep_state:
         state_path.unlink()
     elif keep_state:
-        _save_state(state_path, state, history, wall, math_cfg)
+        _save_state(state_path, state, history, (wall, loop_before + loop_time), math_cfg)
     return TrainResult(path, checkpoints.load_card(path), model, variables, history, train_acc, test_acc)
 
 
-def _save_state(path: Path, state: TrainState, history: list, elapsed: float, cfg: dict) -> None:
+def _save_state(path: Path, state: TrainState, history: list, timing: tuple[float, float], cfg: dict) -> None:
     from jaxvx.checkpoints import _atomic_write
 
     payload = {
         "format": STATE_FORMAT,
         "config": json.dumps(cfg, sort_keys=True),
         "history": json.dumps(history),
-        "elapsed": float(elapsed),
+        "timing": [float(t) for t in timing],
         "state": serialization.to_state_dict(jax.device_get(state)),
     }
     _atomic_write(path, serialization.msgpack_serialize(payload))
@@ -628,7 +700,7 @@ def _load_state(path: Path, template: TrainState, cfg: dict):
     except Exception as e:
         raise CheckpointError(f"training state {str(path)!r} does not fit the model ({e})") from None
     state = jax.tree.map(jnp.asarray, state)
-    return state, json.loads(payload["history"]), float(payload["elapsed"])
+    return state, json.loads(payload["history"]), tuple(float(t) for t in payload["timing"])
 
 
 # ------------------------------------------------------------------------------------------------------------- cli

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Reproduce every shipped checkpoint in checkpoints/ (NAME.msgpack + NAME.json model card).
+#
+# Each line below is the exact command recorded in the checkpoint's card ("command"); run from the repository
+# root. The runs are sequential (each uses every core) and resumable: after an interruption, add --resume to the
+# interrupted line. Same seed and same jax/XLA version on the same kind of machine give bit-identical parameters.
+#
+#   bash scripts/train_checkpoints.sh            # all of them
+#   bash scripts/train_checkpoints.sh c3d-small  # only the lines mentioning c3d-small
+#
+# Without the `jaxvx` console script (package not installed), set JAXVX="python -m jaxvx" or
+# JAXVX="python -m jaxvx.train" (the latter without the "train" word: it is handled below).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+run() {
+  # "$@" is a recorded command line starting with "jaxvx train".
+  case "${JAXVX:-jaxvx}" in
+    *jaxvx.train) ${JAXVX} "${@:3}" ;;
+    *) ${JAXVX:-jaxvx} "${@:2}" ;;
+  esac
+}
+
+while IFS= read -r line; do
+  [[ -z "$line" || "$line" == \#* ]] && continue
+  if [[ $# -gt 0 && "$line" != *"--model $1 "* ]]; then continue; fi
+  echo ">>> $line"
+  eval "run $line"
+done <<'COMMANDS'
+jaxvx train --model c3d-small --data synthetic --steps 600 --batch-size 32 --lr 0.001 --seed 0 --out checkpoints
+COMMANDS
