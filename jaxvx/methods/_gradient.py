@@ -1,0 +1,259 @@
+"""Gradient-based methods: sensitivity, gradient x input, integrated gradients, SmoothGrad, guided backprop,
+deconvnet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvx import _intercept as I
+from jaxvx.lrp._pool import fast_max_pools
+from jaxvx.methods._common import check_video, resolve_target
+from jaxvx.models import ReLU
+
+__all__ = [
+    "gradient",
+    "gradient_x_input",
+    "integrated_gradients",
+    "smoothgrad",
+    "guided_backprop",
+    "deconvnet",
+    "IG_METHODS",
+    "ig_alphas",
+]
+
+IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+
+
+def fast_forward(forward: Callable) -> Callable:
+    """``forward`` with the same outputs and gradients, max pooling's backward computed without XLA's slow
+    ``select_and_scatter`` (see :mod:`jaxvx.lrp._pool`)."""
+
+    def f(video):
+        return I.run(forward, video, rule_for=fast_max_pools)
+
+    return f
+
+
+def _target_grad(forward: Callable, video, target):
+    """``(d logit[target] / d video, logits, target)`` with one forward and one backward pass."""
+    logits, pullback = jax.vjp(fast_forward(forward), video)
+    target = resolve_target(logits, target)
+    (g,) = pullback(jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype))
+    return g, logits, target
+
+
+def _check_bool(name, v):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {v!r}")
+    return bool(v)
+
+
+def gradient(squared: bool = False, absolute: bool = False):
+    """Sensitivity analysis: the gradient of the target logit with respect to the input.
+
+    ``relevance = d f_c / d x`` (float32, shape of ``video``); ``squared=True``: ``(d f_c / d x)^2`` (Anders et
+    al.'s sensitivity); ``absolute=True``: ``|d f_c / d x|`` (captum's ``Saliency`` default). Not both. Cost: one
+    forward and one backward pass. ``target=None``: the predicted class.
+    """
+    squared, absolute = _check_bool("squared", squared), _check_bool("absolute", absolute)
+    if squared and absolute:
+        raise ValueError("squared, absolute: choose at most one (squared gradients are already non-negative)")
+
+    def method(forward, video, target=None, *, key=None):
+        video = check_video(video)
+        g, _, _ = _target_grad(forward, video, target)
+        if squared:
+            return g * g
+        if absolute:
+            return jnp.abs(g)
+        return g
+
+    method.__name__ = "gradient"
+    return method
+
+
+def gradient_x_input():
+    """``x * d f_c / d x`` (elementwise), shape of ``video``."""
+
+    def method(forward, video, target=None, *, key=None):
+        video = check_video(video)
+        g, _, _ = _target_grad(forward, video, target)
+        return video * g
+
+    method.__name__ = "gradient_x_input"
+    return method
+
+
+def ig_alphas(steps: int, method: str = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
+    """Integration points ``alphas`` in [0, 1] and weights (float64 ``[steps]``), as captum's approximations.
+
+    ``gausslegendre``: ``alphas = (1 + nodes) / 2``, ``weights = w / 2`` (Gauss-Legendre nodes and weights);
+    ``riemann_left``: ``alphas = linspace(0, 1 - 1/n, n)``; ``riemann_right``: ``linspace(1/n, 1, n)``;
+    ``riemann_middle``: ``linspace(1/(2n), 1 - 1/(2n), n)``, weights ``1/n``; ``riemann_trapezoid``:
+    ``linspace(0, 1, n)``, weights ``1/n`` with the first and last halved (as captum, whose weights then sum to
+    ``1 - 1/n``).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+    n = int(steps)
+    if method == "gausslegendre":
+        nodes, w = np.polynomial.legendre.leggauss(n)
+        return 0.5 * (1 + nodes), 0.5 * w
+    if method not in IG_METHODS:
+        raise ValueError(f"method: expected one of {IG_METHODS}, got {method!r}")
+    if n < 2:
+        raise ValueError(f"steps: the Riemann methods need at least 2 steps, got {n}")
+    w = np.full(n, 1.0 / n)
+    if method == "riemann_left":
+        a = np.linspace(0, 1 - 1 / n, n)
+    elif method == "riemann_right":
+        a = np.linspace(1 / n, 1, n)
+    elif method == "riemann_middle":
+        a = np.linspace(1 / (2 * n), 1 - 1 / (2 * n), n)
+    else:
+        a = np.linspace(0, 1, n)
+        w[0] /= 2
+        w[-1] /= 2
+    return a, w
+
+
+def integrated_gradients(steps: int = 50, method: str = "gausslegendre", baseline=0.0, batch_size: int = 10):
+    """Integrated gradients (Sundararajan et al.), captum's defaults.
+
+    ``relevance = (x - x0) * sum_k w_k * d f_c / d x (x0 + a_k (x - x0))`` with ``(a_k, w_k)`` from
+    :func:`ig_alphas` (50 Gauss-Legendre points by default) and baseline ``x0`` (a scalar or an array
+    broadcastable to ``video``; default 0). The path points are evaluated ``batch_size`` at a time, stacked into
+    the batch axis (one forward/backward of ``batch_size * B`` clips per chunk, a ``lax.map`` over chunks) to bound
+    memory. ``target=None``: the class predicted for ``video`` itself.
+    """
+    alphas, weights = ig_alphas(steps, method)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    k = min(batch_size, len(alphas))
+    pad = (-len(alphas)) % k
+    alphas = np.concatenate([alphas, np.zeros(pad)]).reshape(-1, k)
+    weights = np.concatenate([weights, np.zeros(pad)]).reshape(-1, k)
+
+    def attribution(forward, video, target=None, *, key=None):
+        video = check_video(video)
+        x0 = jnp.broadcast_to(jnp.asarray(baseline, video.dtype), video.shape)
+        if target is None:
+            target = resolve_target(forward(video), None)
+        else:
+            target = resolve_target(jnp.zeros(video.shape[:1] + (1,)), target)
+        diff = video - x0
+        b = video.shape[0]
+        tiled = jnp.tile(target, k)
+
+        def chunk(aw):
+            a, w = aw
+            xs = x0[None] + a.astype(video.dtype)[:, None, None, None, None, None] * diff[None]
+            g, _, _ = _target_grad(forward, xs.reshape((k * b,) + video.shape[1:]), tiled)
+            return jnp.tensordot(w.astype(video.dtype), g.reshape((k,) + video.shape), axes=1)
+
+        total = jax.lax.map(chunk, (jnp.asarray(alphas), jnp.asarray(weights))).sum(0)
+        return diff * total
+
+    attribution.__name__ = "integrated_gradients"
+    return attribution
+
+
+def smoothgrad(base: Callable | None = None, n: int = 20, noise: float = 0.1, batch_size: int | None = None):
+    """SmoothGrad (Smilkov et al.) as a transform of any method: the mean of ``base`` over ``n`` noisy copies.
+
+    ``relevance = 1/n sum_i base(forward, x + e_i, target)`` with ``e_i ~ N(0, sigma^2)`` per element and
+    ``sigma = noise * (max(x) - min(x))`` per clip (zennit's noise level; its last sample is noise-free, ours are
+    all noisy as in the paper). ``base``: a method (default :func:`gradient`); methods that draw noise get their
+    own sub-keys. Needs ``key`` (a ``jax.random`` key). ``target=None``: the class predicted for the clean clip,
+    kept for every noisy copy. Copies are stacked into the batch axis ``batch_size`` at a time (default: all n).
+    """
+    base = gradient() if base is None else base
+    if not callable(base):
+        raise TypeError(f"base: expected a method (callable), got {base!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    if not isinstance(noise, (int, float)) or noise < 0:
+        raise ValueError(f"noise: expected a number >= 0, got {noise!r}")
+    k = n if batch_size is None else batch_size
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+    k = min(k, n)
+    chunks = -(-n // k)
+
+    def method(forward, video, target=None, *, key=None):
+        video = check_video(video)
+        if key is None:
+            raise ValueError("key: smoothgrad draws noise and needs a jax.random key, got None")
+        if target is None:
+            target = resolve_target(forward(video), None)
+        else:
+            target = resolve_target(jnp.zeros(video.shape[:1] + (1,)), target)
+        b = video.shape[0]
+        axes = tuple(range(1, video.ndim))
+        sigma = noise * (jnp.max(video, axes, keepdims=True) - jnp.min(video, axes, keepdims=True))
+        tiled = jnp.tile(target, k)
+        keys = jax.random.split(key, chunks)
+        valid = (np.arange(chunks * k) < n).reshape(chunks, k).astype(np.float32)
+
+        def chunk(args):
+            ck, mask = args
+            kn, kb = jax.random.split(ck)
+            e = jax.random.normal(kn, (k,) + video.shape, video.dtype) * sigma[None]
+            xs = (video[None] + e).reshape((k * b,) + video.shape[1:])
+            r = base(forward, xs, tiled, key=kb).reshape((k,) + video.shape)
+            return jnp.tensordot(mask.astype(r.dtype), r, axes=1)
+
+        return jax.lax.map(chunk, (keys, jnp.asarray(valid))).sum(0) / n
+
+    method.__name__ = "smoothgrad"
+    return method
+
+
+def _relu_method(name: str, backward: Callable):
+    def method(forward, video, target=None, *, key=None):
+        video = check_video(video)
+        hooked = []
+
+        def rule_for(module, path):
+            if not isinstance(module, ReLU):
+                return fast_max_pools(module, path)
+            hooked.append(path)
+
+            def handle(next_fun, module, args, kwargs, info):
+                out = next_fun(*args, **kwargs)
+                (x,), _ = I.split_array_args(args)
+                return I.with_backward(lambda ins, o, e, ct: (backward(ins[0], ct),), (x,), out)
+
+            return handle
+
+        def f(v):
+            return I.run(forward, v, rule_for=rule_for)
+
+        logits, pullback = jax.vjp(f, video)
+        if not hooked:
+            raise ValueError(f"{name}: forward contains no jaxvx.models.ReLU module to modify (found "
+                             f"{[p for p, _ in I.modules(forward, video)] or 'no flax modules at all'}); "
+                             "build the model with ReLU Modules (jaxvx.models does)")
+        target = resolve_target(logits, target)
+        (g,) = pullback(jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype))
+        return g
+
+    method.__name__ = name
+    return method
+
+
+def guided_backprop():
+    """Guided backpropagation (Springenberg et al.): through every :class:`jaxvx.models.ReLU` module the gradient
+    is ``g_in = g_out * (x > 0) * (g_out > 0)`` (captum's and zennit's); elsewhere the ordinary gradient. Returns
+    the modified gradient of the target logit (shape of ``video``)."""
+    return _relu_method("guided_backprop", lambda x, g: jnp.where((x > 0) & (g > 0), g, 0))
+
+
+def deconvnet():
+    """DeconvNet (Zeiler & Fergus): through every :class:`jaxvx.models.ReLU` module ``g_in = max(g_out, 0)``
+    (the forward mask is ignored); elsewhere the ordinary gradient."""
+    return _relu_method("deconvnet", lambda x, g: jnp.maximum(g, 0))

@@ -1,0 +1,37 @@
+"""The ``lrp(composite)`` method factory."""
+
+from __future__ import annotations
+
+from jaxvx import lrp as _lrp
+from jaxvx.methods._common import check_video
+
+__all__ = ["lrp"]
+
+
+def lrp(composite, *, seed: str = "logit"):
+    """Layer-wise relevance propagation with a :class:`jaxvx.lrp.Composite` (rules attached as custom VJPs).
+
+    ``relevance = method(forward, video, target)``: float32, shape of ``video``; the relevance of each input
+    element, obtained by one forward pass and one modified backward pass seeded at the target's output:
+    ``seed="logit"`` (default: the target's logit, so a conserving composite's relevance sums to the logit),
+    ``"one_hot"`` (1) or ``"softmax"`` (the target's softmax probability). ``target=None``: the predicted class.
+
+    The model must have its BatchNorm folded first (:func:`jaxvx.lrp.canonize`); ``forward`` must apply Flax
+    modules (``functools.partial(model.apply, variables)``). Example::
+
+        method = jaxvx.methods.lrp(jaxvx.lrp.deep_taylor(low=-1.0, high=1.0))
+        relevance = jax.jit(method, static_argnums=0)(forward, video, target)
+    """
+    if not isinstance(composite, _lrp.Composite):
+        raise TypeError(f"composite: expected a jaxvx.lrp.Composite (e.g. jaxvx.lrp.epsilon_plus()), got "
+                        f"{type(composite).__name__}")
+    if seed not in _lrp.SEEDS:
+        raise ValueError(f"seed: expected one of {_lrp.SEEDS}, got {seed!r}")
+
+    def method(forward, video, target=None, *, key=None):
+        video = check_video(video)
+        rel, _, _ = _lrp.relevance(forward, video, target, composite, seed_kind=seed)
+        return rel
+
+    method.__name__ = f"lrp_{composite.name}"
+    return method
