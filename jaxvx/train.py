@@ -78,8 +78,13 @@ class Recipe:
       name: checkpoint name (the files are ``NAME.msgpack`` / ``NAME.json``).
       model: :func:`jaxvx.models.create` registry name; ``model_kwargs`` its constructor kwargs (besides
         ``num_classes``, which comes from the data).
-      variant, num_frames, height, width, data_kwargs, data_seed: arguments of :func:`jaxvx.data.synthetic`; clips
-        are rendered at the model's input size ``[num_frames, height, width, 3]``.
+      variant, num_frames, height, width, data_kwargs, data_seed: arguments of :func:`jaxvx.data.synthetic`; the
+        model's input is ``[num_frames, height, width, 3]``.
+      render_scale: clips are rendered at ``render_scale`` times the input size and brought down to it by
+        :func:`jaxvx.io.preprocess`'s antialiased resize (the card's ``preprocess``), so that the model sees what a
+        user sees when they preprocess the benchmark's clips as the card says. At 32 x 32 the renderer's point
+        sampling aliases the actor's checker texture into spurious motion (a rotating "T" then looks like it turns
+        either way); rendering at 64 x 64 and resizing removes it. The resized clips are stored rounded to uint8.
       train_clips, test_clips: sizes of the in-memory training set and of the evaluated test split.
       steps, batch_size, optimizer ("adamw" | "sgd"), lr (peak), weight_decay, warmup_steps, momentum: optimisation.
       seed: initialisation, batch order and dropout.
@@ -88,6 +93,9 @@ class Recipe:
         keeps the signal's variance through deep ReLU stacks without normalisation (C3D): with the default the
         logits of an 8-conv C3D hardly depend on the input and Adam drives the network to a constant output.
       mean, std: per-channel normalisation of ``v / 255``.
+      zero_init: parameter paths (``"/"``-joined, e.g. ``"fc8"``) whose values start at zero: a zero classifier
+        head gives zero initial logits, so the first updates do not shrink the whole network to silence random
+        logits (the plateau of un-normalised ReLU networks).
       curriculum_steps, curriculum_data: during the first ``curriculum_steps`` steps the batches come from a second
         training set of ``min(train_clips, curriculum_steps * batch_size)`` clips rendered with ``data_kwargs``
         updated by ``curriculum_data`` (e.g. ``{"distractors": 0}``: the actor alone, whose motion a network
@@ -105,6 +113,7 @@ class Recipe:
     width: int = 64
     data_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     data_seed: int = 0
+    render_scale: int = 1
     train_clips: int = 2000
     test_clips: int = 500
     steps: int = 1000
@@ -116,6 +125,7 @@ class Recipe:
     momentum: float = 0.9
     seed: int = 0
     kernel_gain: float = 1.0
+    zero_init: tuple[str, ...] = ()
     curriculum_steps: int = 0
     curriculum_data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     mean: tuple[float, ...] = KINETICS_MEAN
@@ -130,6 +140,7 @@ class Recipe:
         d["data_kwargs"] = dict(self.data_kwargs)
         d["curriculum_data"] = dict(self.curriculum_data)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["zero_init"] = list(self.zero_init)
         return d
 
     @classmethod
@@ -143,11 +154,13 @@ class Recipe:
         for k in ("mean", "std"):
             if k in d:
                 d[k] = tuple(float(v) for v in d[k])
+        if "zero_init" in d:
+            d["zero_init"] = tuple(d["zero_init"])
         return cls(**d)
 
     def validate(self) -> "Recipe":
         """Raise ``ValueError`` naming the first out-of-range field; return self."""
-        for k in ("num_frames", "height", "width", "train_clips", "test_clips", "batch_size"):
+        for k in ("num_frames", "height", "width", "train_clips", "test_clips", "batch_size", "render_scale"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"recipe {self.name!r}: {k} must be >= 1, got {getattr(self, k)}")
         if self.steps < 0:
@@ -171,31 +184,43 @@ class Recipe:
         return self
 
 
-_C3D = dict(model="c3d", model_kwargs=dict(width=0.125, dropout=0.2))
+_SQRT2 = 1.4142135623730951
+# C3D at width 1/8 on 16 x 32 x 32 clips (rendered at 64 x 64 and resized, see Recipe.render_scale): He-scaled init (no normalisation layers), no dropout, a short curriculum
+# on clips without distractors (the actor's motion alone), then the benchmark's own clips (two distractors).
+_C3D = dict(
+    model="c3d", model_kwargs=dict(width=0.125, dropout=0.0), variant="motion", num_frames=16, height=32, width=32,
+    render_scale=2, data_kwargs=dict(flow=False), kernel_gain=_SQRT2, train_clips=8000, test_clips=500, batch_size=8, lr=1e-3,
+    warmup_steps=30, steps=3000, curriculum_steps=300, curriculum_data=dict(distractors=0),
+)
+_C3D_UNTRAINED = {**_C3D, "steps": 0, "curriculum_steps": 0, "curriculum_data": {}}
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
-        Recipe(name="c3d-small", **_C3D, variant="motion", steps=600, batch_size=32, lr=1e-3, train_clips=2000),
+        Recipe(name="c3d-small", **_C3D),
         Recipe(
             name="c3d-small-untrained",
-            **_C3D,
-            variant="motion",
-            steps=0,
+            **_C3D_UNTRAINED,
             trained=False,
             notes=(
-                "Untrained baseline: the c3d-small architecture at a fixed-seed random initialisation, no training "
-                "(the DTD-u / randomised-model baseline of Anders et al.). Its accuracy is chance level by design."
+                "Untrained baseline: the c3d-small architecture and initialisation (same seed, same He-scaled "
+                "init), no training: the DTD-u / randomised-model baseline of Anders et al. Its accuracy is chance "
+                "level by design."
             ),
         ),
         Recipe(name="r2plus1d-small", model="r2plus1d18", model_kwargs=dict(width=0.125), variant="motion",
-               steps=600, batch_size=32, lr=1e-3, train_clips=2000),
+               height=32, width=32, render_scale=2, data_kwargs=dict(flow=False), steps=1500, batch_size=8, lr=1e-3,
+               train_clips=8000),
         Recipe(name="cnnlstm-small", model="cnnlstm", model_kwargs=dict(backbone="small", hidden=64),
-               variant="motion", steps=600, batch_size=32, lr=1e-3, train_clips=2000),
-        Recipe(name="lstm-ica-small", model="lstm", model_kwargs=dict(cell="input_cell_attention", hidden=32, frontend="small"),
-               variant="walk_run", steps=600, batch_size=32, lr=1e-3, train_clips=2000),
+               variant="motion", height=32, width=32, render_scale=2, data_kwargs=dict(flow=False), steps=1500, batch_size=8,
+               lr=1e-3, train_clips=8000),
+        Recipe(name="lstm-ica-small", model="lstm",
+               model_kwargs=dict(cell="input_cell_attention", hidden=32, frontend="small"), variant="walk_run",
+               height=32, width=32, data_kwargs=dict(flow=False), steps=1000, batch_size=8, lr=1e-3,
+               train_clips=4000),
         Recipe(name="lstm-small", model="lstm", model_kwargs=dict(cell="lstm", hidden=32, frontend="small"),
-               variant="walk_run", steps=600, batch_size=32, lr=1e-3, train_clips=2000),
+               variant="walk_run", height=32, width=32, data_kwargs=dict(flow=False), steps=1000, batch_size=8,
+               lr=1e-3, train_clips=4000),
     ]
 }
 
@@ -363,15 +388,28 @@ def _dataset(recipe: Recipe, split: str, num_clips: int, extra: Mapping[str, Any
         variant=recipe.variant,
         num_clips=num_clips,
         num_frames=recipe.num_frames,
-        height=recipe.height,
-        width=recipe.width,
+        height=recipe.height * recipe.render_scale,
+        width=recipe.width * recipe.render_scale,
         seed=recipe.data_seed,
         **kwargs,
     )
 
 
-def _render(ds, n: int, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """All ``n`` clips of ``ds`` as uint8 ``[n, T, H, W, 3]`` and int32 labels ``[n]``, rendered in chunks."""
+def _downsampler(recipe: Recipe) -> Callable | None:
+    """uint8 ``[N, T, s H, s W, 3]`` -> uint8 ``[N, T, H, W, 3]`` with the card's resize (None when ``s = 1``)."""
+    if recipe.render_scale == 1:
+        return None
+    from jaxvx import io
+
+    size = (recipe.height, recipe.width)
+    resize = jax.jit(lambda v: io.preprocess(v, size=size, resize="direct", crop="none", mean=(0.0, 0.0, 0.0),
+                                             std=(1 / 255, 1 / 255, 1 / 255)))
+    return lambda v: np.clip(np.rint(np.asarray(resize(v))), 0, 255).astype(np.uint8)
+
+
+def _render(ds, n: int, progress: bool, desc: str, down: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All ``n`` clips of ``ds`` as uint8 ``[n, T, H, W, 3]`` and int32 labels ``[n]``, rendered in chunks (each
+    chunk passed through ``down`` when given)."""
     from tqdm.auto import tqdm
 
     videos, labels = [], []
@@ -379,7 +417,8 @@ def _render(ds, n: int, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarr
     with tqdm(total=n, desc=desc, unit="clip", disable=not progress, leave=False) as bar:
         for i in range(0, n, chunk):
             b = ds.batch(np.arange(i, min(i + chunk, n)), keys=["video", "label"])
-            videos.append(np.asarray(b["video"], np.uint8))
+            v = np.asarray(b["video"], np.uint8)
+            videos.append(down(v) if down is not None else v)
             labels.append(np.asarray(b["label"], np.int32))
             bar.update(len(labels[-1]))
     return np.concatenate(videos), np.concatenate(labels)
@@ -391,12 +430,21 @@ def _batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
     return np.random.default_rng([seed, step]).choice(n, size=batch, replace=False)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds used by this process so far (all threads)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _machine() -> dict:
     dev = jax.devices()[0]
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "jax_backend": jax.default_backend(),
         "device": getattr(dev, "device_kind", str(dev)),
         "python": platform.python_version(),
@@ -482,11 +530,11 @@ def train(
     Returns:
       :class:`TrainResult`.
     """
-    import jaxvx
     from jaxvx import checkpoints, models
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
+    cpu_start = _cpu_seconds()
     if isinstance(recipe_or_config, str):
         base = get_recipe(recipe_or_config)
     elif isinstance(recipe_or_config, Recipe):
@@ -522,15 +570,16 @@ def train(
     test_ds = _dataset(recipe, "test", recipe.test_clips)
     class_names = list(getattr(test_ds, "class_names", []))
     num_classes = len(class_names) if class_names else int(getattr(test_ds, "num_classes"))
-    test_v, test_y = _render(test_ds, recipe.test_clips, progress, "test clips")
+    down = _downsampler(recipe)
+    test_v, test_y = _render(test_ds, recipe.test_clips, progress, "test clips", down)
     if recipe.trained:
         train_ds = _dataset(recipe, "train", recipe.train_clips)
-        train_v, train_y = _render(train_ds, recipe.train_clips, progress, "train clips")
+        train_v, train_y = _render(train_ds, recipe.train_clips, progress, "train clips", down)
         data_cfg = train_ds.config.to_dict() if hasattr(train_ds, "config") else {}
         if recipe.curriculum_steps:
             n_easy = min(recipe.train_clips, recipe.curriculum_steps * recipe.batch_size)
             easy_ds = _dataset(recipe, "train", n_easy, recipe.curriculum_data)
-            easy_v, easy_y = _render(easy_ds, n_easy, progress, "curriculum clips")
+            easy_v, easy_y = _render(easy_ds, n_easy, progress, "curriculum clips", down)
     else:
         train_v = train_y = None
         data_cfg = test_ds.config.to_dict() if hasattr(test_ds, "config") else {}
@@ -550,6 +599,19 @@ def train(
         params = jax.tree_util.tree_map_with_path(
             lambda path, a: a * gain if getattr(path[-1], "key", None) == "kernel" else a, params
         )
+    if recipe.zero_init:
+        found = set()
+
+        def zero(path, a):
+            name = "/".join(str(getattr(k, "key", k)) for k in path)
+            hit = [z for z in recipe.zero_init if name == z or name.startswith(z + "/")]
+            found.update(hit)
+            return jnp.zeros_like(a) if hit else a
+
+        params = jax.tree_util.tree_map_with_path(zero, params)
+        if set(recipe.zero_init) - found:
+            raise ValueError(f"recipe {recipe.name!r}: zero_init names no parameters: "
+                             f"{sorted(set(recipe.zero_init) - found)}")
     state = TrainState(
         step=jnp.asarray(0, jnp.int32),
         params=params,
@@ -557,10 +619,10 @@ def train(
         opt_state=tx.init(params),
     )
     history: list[dict] = []
-    elapsed_before = loop_before = 0.0
+    elapsed_before = loop_before = cpu_before = 0.0
     math_cfg = {k: v for k, v in recipe.to_dict().items() if k not in ("notes",)}
     if resume and state_path.exists():
-        state, history, (elapsed_before, loop_before) = _load_state(state_path, state, math_cfg)
+        state, history, (elapsed_before, loop_before, cpu_before) = _load_state(state_path, state, math_cfg)
     start = int(state.step)
 
     step_fn = _cached("step", model, recipe, lambda: make_train_step(model, tx, recipe))
@@ -598,7 +660,8 @@ def train(
                           f"test acc {h['test_accuracy']:.3f}")
             if done < recipe.steps and done % checkpoint_every == 0:
                 now = time.perf_counter()
-                timing = (elapsed_before + now - t_start, loop_before + now - t_loop)
+                timing = (elapsed_before + now - t_start, loop_before + now - t_loop,
+                          cpu_before + _cpu_seconds() - cpu_start)
                 _save_state(state_path, state, history, timing, math_cfg)
     finally:
         bar.close()
@@ -615,6 +678,7 @@ def train(
         history.append({"step": recipe.steps, "loss": run_loss / max(n_avg, 1) if n_avg else None,
                         "train_accuracy": run_acc / n_avg if n_avg else None, "test_accuracy": test_acc})
     wall = elapsed_before + time.perf_counter() - t_start
+    cpu = cpu_before + _cpu_seconds() - cpu_start
     variables = jax.device_get(state.variables())
     card = {
         "name": recipe.name,
@@ -623,7 +687,7 @@ def train(
         "class_names": class_names,
         "num_classes": num_classes,
         "input_shape": [recipe.num_frames, recipe.height, recipe.width, 3],
-        "preprocess": {"size": [recipe.height, recipe.width], "resize": "direct",
+        "preprocess": {"size": [recipe.height, recipe.width], "resize": "direct", "crop": "none",
                        "mean": list(recipe.mean), "std": list(recipe.std)},
         "normalization": "x = (video_uint8 / 255 - mean) / std per RGB channel, channels-last [B, T, H, W, C]",
         "data": {"source": "jaxvx.data.synthetic", "variant": recipe.variant, "config": data_cfg,
@@ -633,7 +697,8 @@ def train(
         "recipe": recipe.to_dict(),
         "seed": recipe.seed,
         "init": "the model's Flax initialisers" + (
-            f", then every kernel multiplied by {recipe.kernel_gain!r}" if recipe.kernel_gain != 1.0 else ""),
+            f", then every kernel multiplied by {recipe.kernel_gain!r}" if recipe.kernel_gain != 1.0 else "") + (
+            f", then {list(recipe.zero_init)} set to zero" if recipe.zero_init else ""),
         "prng": {"impl": PRNG_IMPL, "init_key": f"jax.random.key({recipe.seed}, impl={PRNG_IMPL!r})",
                  "dropout_key": f"fold_in(jax.random.key({recipe.seed + 1}, impl={PRNG_IMPL!r}), step)",
                  "batches": f"numpy.random.default_rng([{recipe.seed}, step]).choice(train_clips, batch_size, "
@@ -652,6 +717,10 @@ def train(
         "train_time_s": round(loop_before + loop_time, 2),
         "wall_time_s": round(wall, 2),
         "data_time_s": round(data_time, 2),
+        "cpu_time_s": round(cpu, 1),
+        "timing_note": "train_time_s: the training loop (compilation included); wall_time_s: the whole run "
+                       "(rendering, compilation, evaluation); cpu_time_s: CPU seconds of all threads, which "
+                       "divided by the core count estimates the wall time on an otherwise idle machine",
         "resumed_from_step": start if start else None,
         "machine": _machine(),
         "command": command or _command(recipe, base, out),
@@ -661,11 +730,11 @@ def train(
     if state_path.exists() and not keep_state:
         state_path.unlink()
     elif keep_state:
-        _save_state(state_path, state, history, (wall, loop_before + loop_time), math_cfg)
+        _save_state(state_path, state, history, (wall, loop_before + loop_time, cpu), math_cfg)
     return TrainResult(path, checkpoints.load_card(path), model, variables, history, train_acc, test_acc)
 
 
-def _save_state(path: Path, state: TrainState, history: list, timing: tuple[float, float], cfg: dict) -> None:
+def _save_state(path: Path, state: TrainState, history: list, timing: tuple[float, ...], cfg: dict) -> None:
     from jaxvx.checkpoints import _atomic_write
 
     payload = {

@@ -245,3 +245,54 @@ def test_card_problems(saved):
     with pytest.raises(CheckpointError):
         checkpoints.load(path)
 
+
+# ------------------------------------------------------------------------------------------------ shipped ones
+SHIPPED = sorted(p.stem for p in (REPO / "checkpoints").glob("*.json"))
+# The models issue asks for 90 % test accuracy; c3d-small reaches 86.4 %: at 32 x 32 it tells eight of the ten
+# classes apart at ~96 % but rotate_cw from rotate_ccw only at chance (README, "Shipped checkpoints"). This bound
+# records what is shipped so that a regression fails; raise it when a better recipe lands.
+MIN_TEST_ACCURACY = 0.85
+REQUIRED = ("architecture", "num_classes", "class_names", "input_shape", "preprocess", "data", "seed", "optimizer",
+            "steps", "train_accuracy", "test_accuracy", "train_time_s", "wall_time_s", "machine", "param_count",
+            "command", "jaxvx_version", "sha256")
+
+
+def test_shipped_cards_match_the_training_script():
+    script = (REPO / "scripts" / "train_checkpoints.sh").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert SHIPPED, "no shipped checkpoints found"
+    for name in SHIPPED:
+        card = checkpoints.load_card(name)
+        missing = [k for k in REQUIRED if k not in card]
+        assert not missing, (name, missing)
+        assert card["command"] in script.splitlines(), f"{name}: recorded command not in train_checkpoints.sh"
+        argv = shlex.split(card["command"])
+        assert argv[:4] == ["jaxvx", "train", "--model", name]
+        size = (REPO / "checkpoints" / f"{name}.msgpack").stat().st_size
+        assert size < 8e6, (name, size)  # "a few MB"
+        assert card["param_count"] * 4 <= size < card["param_count"] * 4 * 1.2 + 1e5
+        assert len(card["class_names"]) == card["num_classes"]
+        if card.get("trained", True):
+            assert card["test_accuracy"] >= MIN_TEST_ACCURACY and card["test_accuracy_clips"] >= 500, name
+            assert card["train_time_s"] <= 20 * 60, name
+        else:
+            assert card["steps"] == 0 and "untrained" in card["notes"].lower()
+        assert f"`{name}`" in readme and f"{100 * card['test_accuracy']:.1f} %" in readme, f"{name}: not in README"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_loads_and_classifies(name):
+    """Load, preprocess test clips exactly as the card says, and re-measure accuracy on 60 held-out clips."""
+    model, variables, card = checkpoints.load(name)
+    cfg = dict(card["data"]["config"])
+    ds = jaxvx.data.synthetic("test", num_clips=60, **cfg)
+    batch = ds.batch(range(60), keys=["video", "label"])
+    x = jaxvx.io.preprocess(batch["video"], **card["preprocess"])
+    assert list(x.shape[1:]) == card["input_shape"]
+    logits = jax.jit(lambda v, x: model.apply(v, x))(variables, x)
+    acc = float(np.mean(np.argmax(np.asarray(logits), -1) == batch["label"]))
+    if card.get("trained", True):
+        assert acc >= 0.8, (name, acc)
+    else:
+        assert acc <= 0.5, (name, acc)  # chance is 1 / num_classes

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvx.models._c3d import _check_positive_int, _check_width
-from jaxvx.models._layers import Flatten, GlobalAvgPool, MaxPool2D, ReLU, TemporalMean, scaled
+from jaxvx.models._layers import Flatten, MaxPool2D, ReLU, TemporalMean, scaled
 
 __all__ = ["SmallCNN", "VGG16", "InputCellAttention", "LSTM", "CNNLSTM", "LSTMClassifier", "BACKBONES", "CELLS"]
 
@@ -22,8 +22,12 @@ class SmallCNN(nn.Module):
     """A small per-frame 2D CNN for CPUs: ``[N, H, W, C] -> [N, features]``.
 
     ``conv1`` (3x3, 16 channels), ``relu1``, ``pool1`` (2x2 max); ``conv2`` 32, ``relu2``, ``pool2``; ``conv3`` 64,
-    ``relu3``, ``pool3``; ``gap`` (:class:`GlobalAvgPool`); ``fc`` (``features``), ``relu_fc``. Conv channel counts
-    and ``features`` are multiplied by ``width``. Any H, W >= 8 works.
+    ``relu3``, ``pool3``; ``flatten`` (:class:`Flatten`, ``[N, H/8 * W/8 * 64]``); ``fc`` (``features``),
+    ``relu_fc``. Conv channel counts and ``features`` are multiplied by ``width``. Any H, W >= 8 works; ``fc``'s
+    input size is fixed by the frame size at initialisation.
+
+    The features keep where things are in the frame (a flatten, not a global average): the LSTM above must tell
+    an actor moving right from one moving left, which a per-frame global average hides.
     """
 
     width: float = 1.0
@@ -41,7 +45,7 @@ class SmallCNN(nn.Module):
             x = nn.Conv(scaled(c, self.width), (3, 3), padding=((1, 1), (1, 1)), name=f"conv{i}")(x)
             x = ReLU(name=f"relu{i}")(x)
             x = MaxPool2D((2, 2), name=f"pool{i}")(x)
-        x = GlobalAvgPool(name="gap")(x)
+        x = Flatten(name="flatten")(x)
         x = nn.Dense(self.out_features, name="fc")(x)
         return ReLU(name="relu_fc")(x)
 
