@@ -7,6 +7,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvx import _intercept as I
 from jaxvx.lrp import _rules as R
@@ -35,7 +36,7 @@ def _window_sum(module: nn.Module):
             pad = padding
         else:
             pad = ((0, 0),) + tuple(padding) + ((0, 0),)
-        return jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, (1, *window, 1), (1, *strides, 1), pad)
+        return jax.lax.reduce_window(x, np.zeros((), x.dtype), jax.lax.add, (1, *window, 1), (1, *strides, 1), pad)
 
     return layer
 

@@ -80,3 +80,4 @@ def fast_max_pools(module, path):
     from jaxvx.models import MaxPool
 
     return wta_handler if isinstance(module, MaxPool) else None
+

@@ -21,9 +21,8 @@ def _check_interp(interpolation):
 
 
 def _map_to_clip(rel, video, name):
-    """Channel-summed relevance of a layer, upsampled to the clip and repeated over channels."""
-    m = clip_maps(rel, video.shape, name=name).sum(-1)
-    return m
+    """Channel-summed relevance of a layer as ``[B, t, h, w]`` (per-frame 2D layers regrouped by clip)."""
+    return clip_maps(rel, video.shape, name=name).sum(-1)
 
 
 def excitation_backprop(layer=None, *, stabilizer: float = 1e-6, interpolation: str = "linear",

@@ -1,0 +1,219 @@
+"""Composites on whole models: layer assignment, conservation, seeds, jit/vmap, errors."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvx import _intercept as I
+from jaxvx import lrp, methods
+from jaxvx.models import C3D, Flatten, R2Plus1D18, ReLU, fold_batchnorm
+
+SHAPE = (16, 16, 16, 3)  # the smallest clip C3D accepts
+
+
+def he_init(model, x, seed=0, bias_std=0.05):
+    """Random parameters without compiling ``model.init``: He-normal kernels, N(0, bias_std) biases."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    rng = np.random.default_rng(seed)
+
+    def draw(s):
+        if len(s.shape) == 1:
+            return jnp.asarray(rng.normal(0, bias_std, s.shape), s.dtype)
+        return jnp.asarray(rng.normal(0, np.sqrt(2 / np.prod(s.shape[:-1])), s.shape), s.dtype)
+
+    return {"params": jax.tree.map(draw, shapes["params"])}
+
+
+@pytest.fixture(scope="module")
+def c3d():
+    model = C3D(num_classes=5, width=1 / 16)
+    return model, he_init(model, jnp.zeros((1,) + SHAPE))
+
+
+def _bias_free(variables):
+    return {"params": {k: {n: (jnp.zeros_like(v) if n == "bias" else v) for n, v in d.items()}
+                       for k, d in variables["params"].items()}}
+
+
+def _clips(n=2, seed=3):
+    return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, (n,) + SHAPE), jnp.float32)
+
+
+_JITTED = {}
+
+
+def _jitted(model, key):
+    """One compiled deep_taylor per variant, the variables an argument (so biased and bias-free share it)."""
+    if key not in _JITTED:
+        method = methods.lrp(lrp.deep_taylor(-1.0, 1.0, bias=(key == "deep_taylor_bias")))
+
+        def run(variables, video, target):
+            forward = functools.partial(model.apply, variables)
+            return method(forward, video, target), forward(video)
+
+        _JITTED[key] = jax.jit(run)
+    return _JITTED[key]
+
+
+def test_assignment_follows_first_match_and_first_layer(c3d):
+    model, variables = c3d
+    record = []
+    jax.eval_shape(lambda v: I.run(functools.partial(model.apply, variables), v, record=record), jnp.zeros((1,) + SHAPE))
+    for comp, first, conv, dense in [
+        (lrp.epsilon_plus_flat(), "flat", "zplus", "epsilon(1e-06)"),
+        (lrp.epsilon_gamma_box(-1, 1), "zbox", "gamma(0.25)", "epsilon(1e-06)"),
+        (lrp.deep_taylor(-1, 1), "zbox", "zplus", "zplus"),
+        (lrp.epsilon_alpha2_beta1(), "alpha_beta(2, 1)", "alpha_beta(2, 1)", "epsilon(1e-06)"),
+    ]:
+        assign = comp.assigner()
+        rules = {r.path: getattr(assign(r.module, r.path), "name", None) for r in record}
+        assert rules["conv1"] == first, comp.name
+        assert {rules[p] for p in ("conv2", "conv3a", "conv5b")} == {conv}, comp.name
+        assert {rules[p] for p in ("fc7", "fc8")} == {dense}, comp.name
+        assert rules["relu1"] == "pass" and rules["pool1"] == "wta" and rules["flatten"] is None
+        assert rules[""] is None  # the model itself
+    assign = lrp.deep_taylor(-1, 1, max_pool="proportional").assigner()
+    assert {assign(r.module, r.path).name for r in record if r.path.startswith("pool")} == {"proportional"}
+
+
+def test_deep_taylor_conserves_the_logit(c3d):
+    """deep_taylor (z^B first, z+ elsewhere, biases left out of z) on a bias-free C3D: the input relevance sums to
+    the target's logit within 1e-4 relative. Zero and huge clips in the same batch give finite relevance.
+
+    With biases (same compiled function, other variables): deep_taylor leaves them out of z, so the relevance is
+    still conserved; the expected deviation comes only from units with z+ = 0 but a positive output (they lose
+    their relevance), none here: within 1e-4 as well."""
+    model, variables = c3d
+    x = jnp.concatenate([_clips(2), jnp.zeros((1,) + SHAPE), 1e6 * _clips(1, seed=9)])
+    target = jnp.asarray([0, 3, 1, 2])
+    rel, logits = _jitted(model, "deep_taylor")(_bias_free(variables), x, target)
+    rel, logits = np.asarray(rel), np.asarray(logits)
+    assert rel.shape == x.shape and rel.dtype == np.float32
+    assert np.isfinite(rel).all()
+    want = logits[np.arange(4), np.asarray(target)]
+    got = rel.reshape(4, -1).sum(1)
+    np.testing.assert_allclose(got[:2], want[:2], rtol=1e-4)
+    assert np.all(rel[2] == 0)  # a zero clip of a bias-free net has zero logits and zero relevance
+
+    rel, logits = _jitted(model, "deep_taylor")(_positive_biases(variables), x, target)
+    rel, logits = np.asarray(rel), np.asarray(logits)
+    want = logits[np.arange(4), np.asarray(target)]
+    assert np.isfinite(rel).all() and np.all(want[:2] != 0)
+    np.testing.assert_allclose(rel.reshape(4, -1).sum(1)[:2], want[:2], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_deep_taylor_biases_in_z_absorb_relevance(c3d):
+    """With ``bias=True`` the positive biases are in z+ and absorb relevance: the input relevance is smaller than
+    the (positive) logit by more than 0.1 % here, and still positive."""
+    model, variables = c3d
+    x = _clips(4)
+    rel, logits = _jitted(model, "deep_taylor_bias")(_positive_biases(variables), x, None)
+    want = np.asarray(logits).max(-1)
+    got = np.asarray(rel).reshape(4, -1).sum(1)
+    assert np.all(want > 0)
+    assert np.all(got < want * (1 - 1e-3)) and np.all(got > 0)
+
+
+def _positive_biases(variables):
+    return {"params": jax.tree.map(lambda a: jnp.abs(a) if a.ndim == 1 else a, variables["params"])}
+
+
+class _MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = Flatten()(x)
+        x = ReLU(name="relu1")(nn.Dense(6, name="fc1")(x))
+        return nn.Dense(4, name="fc2")(x)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    model = _MLP()
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 2, 2, 2, 2)), jnp.float32)
+    variables = he_init(model, x, seed=5, bias_std=0.3)
+    return functools.partial(model.apply, variables), x
+
+
+def test_seeds_scale_the_relevance(mlp):
+    """The modified backward is linear in the seed: logit seed = logit x one-hot seed; softmax likewise."""
+    forward, x = mlp
+    comp = lrp.epsilon_plus()
+    target = jnp.asarray([0, 1, 3])
+    logits = np.asarray(forward(x))[np.arange(3), [0, 1, 3]]
+    probs = np.asarray(jax.nn.softmax(forward(x)))[np.arange(3), [0, 1, 3]]
+    r_one = np.asarray(methods.lrp(comp, seed="one_hot")(forward, x, target))
+    r_logit = np.asarray(methods.lrp(comp)(forward, x, target))
+    r_soft = np.asarray(methods.lrp(comp, seed="softmax")(forward, x, target))
+    tol = 1e-5 * np.abs(r_logit).max()
+    np.testing.assert_allclose(r_logit, r_one * logits[:, None, None, None, None], rtol=1e-4, atol=tol)
+    tol = 1e-5 * np.abs(r_soft).max()
+    np.testing.assert_allclose(r_soft, r_one * probs[:, None, None, None, None], rtol=1e-4, atol=tol)
+    # epsilon rule on dense layers only: the input relevance sums to the logit minus what the biases absorb
+    assert np.all(np.abs(r_logit.reshape(3, -1).sum(1) - logits) > 1e-4)
+
+
+def test_lrp_under_jit_and_vmap(mlp):
+    forward, x = mlp
+    method = methods.lrp(lrp.epsilon_gamma_box(-3.0, 3.0))
+    eager = np.asarray(method(forward, x, None))
+    jitted = np.asarray(jax.jit(method, static_argnums=0)(forward, x, None))
+    vmapped = np.asarray(jax.vmap(lambda v: method(forward, v[None], None)[0])(x))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(vmapped, eager, rtol=1e-5, atol=1e-7)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="no flax.linen Module"):
+        methods.lrp(lrp.epsilon_plus())(lambda v: v.reshape(v.shape[0], -1)[:, :3], jnp.zeros((1,) + SHAPE))
+    with pytest.raises(TypeError, match="Composite"):
+        methods.lrp("epsilon_plus")
+    with pytest.raises(ValueError, match="seed"):
+        methods.lrp(lrp.epsilon_plus(), seed="probability")
+    with pytest.raises(ValueError, match="max_pool"):
+        lrp.deep_taylor(-1, 1, max_pool="average")
+    model = _WithBatchNorm()
+    x = jnp.zeros((1, 2, 4, 4, 2))
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    variables = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), variables)
+    with pytest.raises(ValueError, match=r"BatchNorm module \('conv_bn'\).*fold_batchnorm"):
+        methods.lrp(lrp.epsilon_plus())(functools.partial(model.apply, variables), x, None)
+
+
+class _WithBatchNorm(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(3, (1, 1, 1), name="conv")(x)
+        x = nn.BatchNorm(use_running_average=True, name="conv_bn")(x)
+        return nn.Dense(2, name="fc")(ReLU()(x).reshape(x.shape[0], -1))
+
+
+@pytest.mark.slow
+def test_deep_taylor_on_folded_r2plus1d_conserves():
+    """R(2+1)D with BatchNorm folded: residual Sums get the norm rule, the global average pool too; the relevance
+    of deep_taylor (biases out of z) is conserved within 1e-3."""
+    model = R2Plus1D18(num_classes=4, width=1 / 16)
+    x = _clips(2)[:, :8]
+    variables = model.init(jax.random.PRNGKey(0), x)
+    rng = np.random.default_rng(4)
+    stats = jax.tree.map(lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype), variables["batch_stats"])
+    folded, fv = fold_batchnorm(model, {"params": variables["params"], "batch_stats": stats})
+    forward = functools.partial(folded.apply, fv)
+    rel = jax.jit(methods.lrp(lrp.deep_taylor(-1, 1)), static_argnums=0)(forward, x, None)
+    logits = np.asarray(forward(x))
+    want = logits.max(-1)
+    np.testing.assert_allclose(np.asarray(rel).reshape(2, -1).sum(1), want, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_proportional_max_pool_conserves(c3d):
+    model, variables = c3d
+    x = _clips(2)
+    forward = functools.partial(model.apply, _bias_free(variables))
+    rel = jax.jit(methods.lrp(lrp.deep_taylor(-1, 1, max_pool="proportional")), static_argnums=0)(forward, x, None)
+    want = np.asarray(forward(x)).max(-1)
+    np.testing.assert_allclose(np.asarray(rel).reshape(2, -1).sum(1), want, rtol=1e-4)
