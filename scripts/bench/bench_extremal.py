@@ -1,0 +1,239 @@
+"""Benchmark STEP and EP-3D (Li et al.): jaxvx against a TorchRay-style per-iteration PyTorch loop.
+
+Both sides optimise 4 areas at once (0.05, 0.1, 0.15, 0.5) on one clip with Li et al.'s settings (step 7, sigma 11,
+8 blur levels, lr 0.05, STEP kernel 7 x 11 x 11) on the same model weights (R(2+1)D-18 or C3D built in PyTorch,
+converted with ``jaxvx.convert``). The PyTorch side is Li et al.'s loop written out with TorchRay's
+``MaskGenerator`` and ``imsmooth``: per iteration, generate the masks, gather the perturbed clips from the blur
+pyramid, run the model, ``-log p_c`` + sorted-volume area loss (+ the strided-conv3d smoothness loss for STEP),
+backward, SGD step with dampening, clamp.
+
+A clip takes 1000 iterations; on a CPU the script times ``--iters`` iterations after a warm-up and reports
+``per-iteration time x 1000`` (the iterations cost the same throughout: fixed shapes). jaxvx runs both loop
+modes: ``python`` (one jitted step per iteration) and ``scan`` (all iterations in one ``lax.scan``); compile time
+is excluded and printed apart. Prints one JSON line per configuration and a markdown table.
+
+Usage::
+
+    python scripts/bench/bench_extremal.py --model r2plus1d --width 1 --iters 3
+    python scripts/bench/bench_extremal.py --model c3d --width 0.125 --iters 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvx import convert
+from jaxvx.methods import ep3d, step
+
+AREAS = (0.05, 0.1, 0.15, 0.5)
+
+
+def _scaled(c, w):
+    return max(1, int(math.floor(c * w + 0.5)))
+
+
+def torch_r2plus1d(torch, num_classes, width):
+    """torchvision's r2plus1d_18 layout (state-dict names as torchvision's), width-scaled."""
+    nn = torch.nn
+
+    def conv2plus1d(cin, cout, mid, stride=1):
+        return nn.Sequential(
+            nn.Conv3d(cin, mid, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False),
+            nn.BatchNorm3d(mid), nn.ReLU(inplace=True),
+            nn.Conv3d(mid, cout, (3, 1, 1), stride=(stride, 1, 1), padding=(1, 0, 0), bias=False))
+
+    class BasicBlock(nn.Module):
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__()
+            mid = (inplanes * planes * 3 * 3 * 3) // (inplanes * 3 * 3 + 3 * planes)
+            self.conv1 = nn.Sequential(conv2plus1d(inplanes, planes, mid, stride), nn.BatchNorm3d(planes),
+                                       nn.ReLU(inplace=True))
+            self.conv2 = nn.Sequential(conv2plus1d(planes, planes, mid), nn.BatchNorm3d(planes))
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = downsample
+
+        def forward(self, x):
+            residual = x if self.downsample is None else self.downsample(x)
+            return self.relu(self.conv2(self.conv1(x)) + residual)
+
+    class VideoResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            s0, c0 = _scaled(45, width), _scaled(64, width)
+            self.stem = nn.Sequential(
+                nn.Conv3d(3, s0, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+                nn.BatchNorm3d(s0), nn.ReLU(inplace=True),
+                nn.Conv3d(s0, c0, (3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
+                nn.BatchNorm3d(c0), nn.ReLU(inplace=True))
+            self.inplanes = c0
+            self.layer1 = self._make_layer(_scaled(64, width), 1)
+            self.layer2 = self._make_layer(_scaled(128, width), 2)
+            self.layer3 = self._make_layer(_scaled(256, width), 2)
+            self.layer4 = self._make_layer(_scaled(512, width), 2)
+            self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
+            self.fc = nn.Linear(_scaled(512, width), num_classes)
+
+        def _make_layer(self, planes, stride):
+            downsample = None
+            if stride != 1 or self.inplanes != planes:
+                downsample = nn.Sequential(nn.Conv3d(self.inplanes, planes, 1, stride=stride, bias=False),
+                                           nn.BatchNorm3d(planes))
+            blocks = [BasicBlock(self.inplanes, planes, stride, downsample), BasicBlock(planes, planes)]
+            self.inplanes = planes
+            return nn.Sequential(*blocks)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(self.avgpool(x).flatten(1))
+
+    return VideoResNet().eval()
+
+
+def torch_loop(torch, model, video, target, *, core, iters, warmup=1):
+    """Li et al.'s per-iteration loop (TorchRay pieces), timed: seconds per iteration."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "peers", "_stubs"))
+    from torchray.attribution.extremal_perturbation import MaskGenerator
+    from torchray.utils import imsmooth
+
+    F = torch.nn.functional
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.tensor(video.transpose(0, 1, 4, 2, 3)[0])  # [T, C, H, W] frames
+    t_len, _, h, w = x.shape
+    levels = 8
+    with torch.no_grad():
+        pyramid = torch.stack([imsmooth(x, sigma=float((1 - s) * 20)) for s in torch.linspace(0, 1, levels)], 1)
+    gen = MaskGenerator((h, w), 7, 11)
+    n_area = len(AREAS)
+    pmask = torch.ones(n_area * t_len, 1, *gen.shape_in, requires_grad=True)
+    oh, ow = gen.shape_out
+    volume = t_len * oh * ow
+    ref = torch.ones(n_area, volume)
+    for i, a in enumerate(AREAS):
+        ref[i, : int(volume * (1 - a))] = 0
+    kernel = None
+    if core:
+        v1, v2, v3 = np.meshgrid(np.linspace(-1, 1, 7), np.linspace(-1, 1, 11), np.linspace(-1, 1, 11),
+                                 indexing="ij")
+        kernel = torch.from_numpy((np.sqrt(v1 ** 2 + v2 ** 2 + v3 ** 2) <= 1)[None, None]).float()
+        topk = [math.ceil(a * volume / int(7 * 121 * 0.5236)) for a in AREAS]
+    optimizer = torch.optim.SGD([pmask], lr=0.05, momentum=0.9, dampening=0.9)
+    lam = 300.0
+
+    def iteration():
+        nonlocal lam
+        masks, full = gen.generate(pmask)  # [A T, 1, H, W]
+        wgt = masks.reshape(n_area, t_len, 1, 1, h, w) * (levels - 1)
+        k = wgt.floor()
+        frac = wgt - k
+        k = k.long().expand(n_area, t_len, 1, 3, h, w)
+        pyr = pyramid[None].expand(n_area, *pyramid.shape)
+        y0 = torch.gather(pyr, 2, k)
+        y1 = torch.gather(pyr, 2, torch.clamp(k + 1, max=levels - 1))
+        clips = ((1 - frac) * y0 + frac * y1)[:, :, 0].permute(0, 2, 1, 3, 4)  # [A, C, T, H, W]
+        prob = F.softmax(model(clips), dim=1)[:, target]
+        reward = -torch.log(prob)
+        full = full.reshape(n_area, t_len, oh, ow)
+        regul = ((full.reshape(n_area, -1).sort(dim=1)[0] - ref) ** 2).mean(1) * lam
+        if core:
+            conv = F.conv3d(full[:, None], kernel, stride=(1, 11, 11)).reshape(n_area, -1) / kernel.sum()
+            conv = conv.sort(dim=1, descending=True)[0]
+            for i in range(n_area):
+                regul[i] = regul[i] + 300 * (((conv[i, : topk[i]] - 1) ** 2).mean() + (conv[i, topk[i]:] ** 2).mean())
+        optimizer.zero_grad()
+        (reward + regul).sum().backward()
+        optimizer.step()
+        pmask.data = pmask.data.clamp(0, 1)
+        lam *= 1.0008668
+
+    for _ in range(warmup):
+        iteration()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        iteration()
+    return (time.perf_counter() - t0) / iters
+
+
+def jax_times(method_factory, forward, video, target, iters):
+    """(compile + first run, seconds per iteration) of a jaxvx method, for each loop mode."""
+    out = {}
+    for loop in ("python", "scan"):
+        method = method_factory(AREAS, max_iter=iters, loop=loop)
+        t0 = time.perf_counter()
+        jax.block_until_ready(method(forward, video, target))
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        jax.block_until_ready(method(forward, video, target))  # compiled (cached per forward)
+        per_iter = (time.perf_counter() - t0) / iters
+        out[loop] = {"first_call_s": first, "per_iter_s": per_iter}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("r2plus1d", "c3d"), default="r2plus1d")
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations (scaled to 1000)")
+    parser.add_argument("--methods", nargs="+", default=["step", "ep3d"], choices=("step", "ep3d"))
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    if args.model == "r2plus1d":
+        tm = torch_r2plus1d(torch, 10, args.width)
+        model, variables = convert.r2plus1d_from_torch(tm.state_dict(), return_model=True)
+    else:
+        sys.path.insert(0, os.path.dirname(__file__))
+        from bench_tsr import torch_c3d
+
+        fc_in = (args.frames // 16) * ((args.size // 16) // 2 + 1) ** 2
+        tm = torch_c3d(torch, args.width, 10, fc_in)
+        model, variables = convert.c3d_from_torch(tm.state_dict(), return_model=True)
+    forward = functools.partial(model.apply, variables)
+    rng = np.random.default_rng(0)
+    video = rng.normal(size=(1, args.frames, args.size, args.size, 3)).astype(np.float32)
+    x = jnp.asarray(video)
+    target = int(np.asarray(forward(x)).argmax())
+    factories = {"step": step, "ep3d": ep3d}
+    rows = []
+    for name in args.methods:
+        result = {"method": name, "model": args.model, "width": args.width, "clip": [args.frames, args.size],
+                  "areas": list(AREAS), "timed_iters": args.iters, "backend": jax.default_backend(),
+                  "device": str(jax.devices()[0]), "cpus": os.cpu_count(), "machine": platform.platform(),
+                  "date": time.strftime("%Y-%m-%d"), "load_before": os.getloadavg()[0]}
+        result["jaxvx"] = jax_times(factories[name], forward, x, jnp.array([target]), args.iters)
+        if not args.no_torch:
+            result["torch_per_iter_s"] = torch_loop(torch, tm, video, target, core=name == "step", iters=args.iters)
+        result["load_after"] = os.getloadavg()[0]
+        print(json.dumps(result))
+        rows.append(result)
+    print()
+    print("| method | model | jaxvx python loop (s / clip) | jaxvx scan (s / clip) | PyTorch loop (s / clip) | "
+          "speed-up (best jaxvx) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        py, sc = (r["jaxvx"][k]["per_iter_s"] * 1000 for k in ("python", "scan"))
+        th = r.get("torch_per_iter_s", float("nan")) * 1000
+        print(f"| {r['method']} | {r['model']} x{r['width']} | {py:.0f} | {sc:.0f} | {th:.0f} | "
+              f"{th / min(py, sc):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Benchmark two-step Temporal Saliency Rescaling: jaxvx's one jitted program against the papers' loops.
+
+Three implementations of the same algorithm (Ismail et al.'s two-step TSR, gradient magnitude as the base method,
+masking value 0) on the same small C3D (random weights, built in PyTorch and converted with
+``jaxvx.convert.c3d_from_torch``, so both frameworks hold identical weights):
+
+- ``jaxvx``: ``jaxvx.methods.tsr(gradient(absolute=True))`` under ``jax.jit`` (compile time reported apart);
+- ``loop (a)``: a Python loop calling a jitted jaxvx gradient once per masked clip (NumPy masking);
+- ``loop (b)``: a Python loop calling captum's ``Saliency`` once per masked clip on the PyTorch twin.
+
+The number of base-method calls is ``1 + T + k * n_blocks`` (``k`` frames above the 0.55 quantile; 14 of 30).
+The loops are timed on ``--loop-masks`` masked clips and scaled to that count (their cost per mask is constant);
+jaxvx is timed end to end. ``--block`` sets the block size: the paper setting is 10 (144 blocks at 112 pixels,
+2047 calls); on a 2-core CPU ``--block 56`` (4 blocks, 87 calls) keeps a run to minutes, and the per-call times
+carry over. Prints one JSON line and a markdown table.
+
+Usage::
+
+    python scripts/bench/bench_tsr.py                      # 30 x 112 x 112, 10 x 10 blocks, width 1/8
+    python scripts/bench/bench_tsr.py --block 56 --loop-masks 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvx import convert
+from jaxvx.methods import gradient, tsr
+from jaxvx.methods._tsr import tsr_num_selected
+
+
+def _scaled(c, w):
+    return max(1, int(math.floor(c * w + 0.5)))
+
+
+def torch_c3d(torch, width, num_classes, fc_in):
+    """The common PyTorch C3D port (pool5 padding (0, 1, 1)), width-scaled."""
+    nn = torch.nn
+    c = [3] + [_scaled(v, width) for v in (64, 128, 256, 256, 512, 512, 512, 512)]
+    f = _scaled(4096, width)
+    names = ["conv1", "conv2", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
+    pools = {"conv1": ((1, 2, 2), (1, 2, 2), 0), "conv2": (2, 2, 0), "conv3b": (2, 2, 0), "conv4b": (2, 2, 0),
+             "conv5b": (2, 2, (0, 1, 1))}
+
+    class C3DPort(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i, name in enumerate(names):
+                setattr(self, name, nn.Conv3d(c[i], c[i + 1], kernel_size=3, padding=1))
+            self.fc6 = nn.Linear(c[-1] * fc_in, f)
+            self.fc7 = nn.Linear(f, f)
+            self.fc8 = nn.Linear(f, num_classes)
+
+        def forward(self, x):
+            for name in names:
+                x = torch.relu(getattr(self, name)(x))
+                if name in pools:
+                    k, s, p = pools[name]
+                    x = torch.nn.functional.max_pool3d(x, k, s, padding=p)
+            x = torch.relu(self.fc6(x.flatten(1)))
+            x = torch.relu(self.fc7(x))
+            return self.fc8(x)
+
+    return C3DPort().eval()
+
+
+def minmax(x):
+    span = x.max() - x.min()
+    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+
+def masks_of(frames, size, block, order):
+    """The masks of Ismail et al.'s loop, in order: each frame, then each block of the selected frames."""
+    for t in range(frames):
+        yield (t, slice(None), slice(None))
+    for t in order:
+        for r in range(0, size, block):
+            for c in range(0, size, block):
+                yield (t, slice(r, r + block), slice(c, c + block))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--block", type=int, default=10)
+    parser.add_argument("--width", type=float, default=0.125, help="C3D width multiplier (1/8: conv1 has 8)")
+    parser.add_argument("--batch-size", type=int, default=8, help="masked clips per call inside jaxvx's lax.map")
+    parser.add_argument("--loop-masks", type=int, default=12, help="masked clips timed for each loop")
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+    from captum.attr import Saliency
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    t_len, size, block = args.frames, args.size, args.block
+    t_out = t_len // 2 // 2 // 2 // 2
+    s_out = (size // 16 + 2 - 2) // 2 + 1
+    fc_in = t_out * s_out * s_out
+    tm = torch_c3d(torch, args.width, 10, fc_in)
+    model, variables = convert.c3d_from_torch(tm.state_dict(), return_model=True)
+    forward = functools.partial(model.apply, variables)
+    rng = np.random.default_rng(0)
+    video = rng.normal(size=(1, t_len, size, size, 3)).astype(np.float32)
+    target = int(np.asarray(forward(jnp.asarray(video))).argmax())
+    base = gradient(absolute=True)
+    n_blocks = math.ceil(size / block) ** 2
+    k = tsr_num_selected(t_len, 0.55)
+    calls = 1 + t_len + k * n_blocks
+    result = {"frames": t_len, "size": size, "block": block, "n_blocks": n_blocks, "selected_frames": k,
+              "base_calls": calls, "width": args.width, "batch_size": args.batch_size,
+              "backend": jax.default_backend(), "device": str(jax.devices()[0]), "cpus": os.cpu_count(),
+              "machine": platform.platform(), "date": time.strftime("%Y-%m-%d"),
+              "load_before": os.getloadavg()[0]}
+
+    # jaxvx: one jitted program
+    method = tsr(base, block=(block, block), batch_size=args.batch_size)
+    run = jax.jit(lambda v, t: method(forward, v, t))
+    x = jnp.asarray(video)
+    tgt = jnp.array([target])
+    t0 = time.perf_counter()
+    compiled = run.lower(x, tgt).compile()
+    result["jaxvx_compile_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(x, tgt))
+    result["jaxvx_s"] = time.perf_counter() - t0
+
+    # loop (a): a jitted base call per mask
+    jbase = jax.jit(lambda v, t: base(forward, v, t))
+    actual = np.asarray(jbase(x, tgt))
+    order = list(range(k))  # which frames does not change the cost per mask
+    masks = list(masks_of(t_len, size, block, order))[: args.loop_masks]
+    t0 = time.perf_counter()
+    for t, rows, cols in masks:
+        masked = video.copy()
+        masked[0, t, rows, cols] = 0.0
+        np.abs(actual - np.asarray(jbase(jnp.asarray(masked), tgt))).sum()
+    per_mask = (time.perf_counter() - t0) / len(masks)
+    result["loop_a_per_call_s"] = per_mask
+    result["loop_a_s"] = per_mask * calls
+
+    if not args.no_torch:
+        saliency = Saliency(tm)
+        xt = torch.tensor(video.transpose(0, 4, 1, 2, 3))
+        actual_t = saliency.attribute(xt, target=target).numpy()
+        t0 = time.perf_counter()
+        for t, rows, cols in masks:
+            masked = xt.clone()
+            masked[0, :, t, rows, cols] = 0.0
+            np.abs(actual_t - saliency.attribute(masked, target=target).numpy()).sum()
+        per_mask = (time.perf_counter() - t0) / len(masks)
+        result["loop_b_per_call_s"] = per_mask
+        result["loop_b_s"] = per_mask * calls
+    result["load_after"] = os.getloadavg()[0]
+    print(json.dumps(result))
+    print()
+    print(f"TSR two-step, {t_len} x {size} x {size}, {block} x {block} blocks ({calls} base calls), C3D width "
+          f"{args.width}, {result['backend']} ({result['cpus']} CPUs)")
+    print()
+    print("| implementation | time (s) | per base call (s) | jaxvx speed-up |")
+    print("|---|---|---|---|")
+    print(f"| jaxvx (one jitted program) | {result['jaxvx_s']:.1f} | {result['jaxvx_s'] / calls:.3f} | 1.0 |")
+    print(f"| loop (a): jitted base per mask | {result['loop_a_s']:.1f} | {result['loop_a_per_call_s']:.3f} | "
+          f"{result['loop_a_s'] / result['jaxvx_s']:.2f} |")
+    if "loop_b_s" in result:
+        print(f"| loop (b): PyTorch + captum Saliency | {result['loop_b_s']:.1f} | {result['loop_b_per_call_s']:.3f} "
+              f"| {result['loop_b_s'] / result['jaxvx_s']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
