@@ -68,6 +68,34 @@ def _build(args) -> int:
     return 0
 
 
+def _card_synthetic_config(card) -> dict:
+    """The synthetic benchmark's settings a checkpoint was trained on (its card's ``data.config``), so that clips are
+    rendered as in training and brought to the model's input by the card's ``preprocess``; a card without them
+    gets clips rendered at the model's input size."""
+    t_model, h_model, w_model = (int(v) for v in card["input_shape"][:3])
+    config = dict(card.get("data", {}).get("config") or {})
+    if not config:
+        config = {"height": h_model, "width": w_model}
+    config["num_frames"] = t_model
+    return config
+
+
+def _truth_on_model_grid(record, card) -> dict:
+    """A synthetic record's ground truth mapped through the card's resize / crop onto the model's input grid."""
+    from jaxvx.pipeline import _geometry, _preprocess_options
+
+    h, w = np.asarray(record["video"]).shape[1:3]
+    geo = _geometry(h, w, _preprocess_options(card.get("preprocess")))
+    truth = dict(record)
+    truth["boxes"] = geo.boxes(np.asarray(record["boxes"]))
+    truth["motion"] = geo.grid(np.asarray(record["motion"], dtype=bool))
+    for key in ("actor", "distractors"):
+        if key in record:
+            truth[key] = geo.grid(np.asarray(record[key], dtype=bool))
+    truth.pop("flow", None)
+    return truth
+
+
 def _explain(args) -> int:
     from jaxvx import checkpoints, data, io
     from jaxvx.explain import explain_clip, write_outputs
@@ -76,11 +104,10 @@ def _explain(args) -> int:
     t_model, h_model, w_model = (int(v) for v in card["input_shape"][:3])
     ground_truth = None
     if args.video is None:
-        config = dict(card.get("data", {}).get("config") or {})
-        config.update(num_frames=t_model, height=h_model, width=w_model)
+        config = _card_synthetic_config(card)
         source = data.synthetic("test", num_clips=args.index + 1, **config)
         record = source[args.index]
-        frames, ground_truth, fps = record["video"], record, 8.0
+        frames, ground_truth, fps = record["video"], _truth_on_model_grid(record, card), 8.0
         what = f"synthetic test clip #{args.index} ({source.class_names[record['label']]})"
     else:
         info = io.video_info(args.video)
@@ -131,8 +158,7 @@ def _run(args) -> int:
     t_model, h_model, w_model = (int(v) for v in card["input_shape"][:3])
     kind, _, where = str(settings["data"]).partition(":")
     if kind == "synthetic":
-        config = dict(card.get("data", {}).get("config") or {})
-        config.update(num_frames=t_model, height=h_model, width=w_model)
+        config = _card_synthetic_config(card)
         source = data.synthetic(settings["split"], num_clips=settings["num_clips"], **config)
     elif kind == "folder":
         source = data.folder(where)
