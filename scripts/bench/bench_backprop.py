@@ -29,52 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx import _torch_twins as twins
 from jaxvx import convert, lrp
 from jaxvx import methods as M
 
 SIZES = {"small": 0.25, "full": 1.0}
 CLIP = (16, 112, 112)
 LOW, HIGH = -1.0, 1.0
-
-
-def _scaled(c, w):
-    return max(1, int(math.floor(c * w + 0.5)))
-
-
-def torch_c3d(torch, width, num_classes):
-    """The common PyTorch C3D port's layout with one ReLU module per use (zennit and captum hook modules)."""
-    nn = torch.nn
-    c = [_scaled(v, width) for v in (64, 128, 256, 256, 512, 512, 512, 512)]
-    f = _scaled(4096, width)
-
-    class C3DPort(nn.Module):
-        def __init__(self):
-            super().__init__()
-            chans = [3] + c
-            self.names = ["conv1", "conv2", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
-            for i, name in enumerate(self.names):
-                setattr(self, name, nn.Conv3d(chans[i], chans[i + 1], kernel_size=3, padding=1))
-                setattr(self, "relu" + name[4:], nn.ReLU())
-            self.pools = {"conv1": nn.MaxPool3d((1, 2, 2), (1, 2, 2)), "conv2": nn.MaxPool3d(2, 2),
-                          "conv3b": nn.MaxPool3d(2, 2), "conv4b": nn.MaxPool3d(2, 2),
-                          "conv5b": nn.MaxPool3d(2, 2, padding=(0, 1, 1))}
-            for k, p in self.pools.items():
-                self.add_module("pool_" + k, p)
-            self.fc6 = nn.Linear(c[7] * 16, f)
-            self.relu6 = nn.ReLU()
-            self.fc7 = nn.Linear(f, f)
-            self.relu7 = nn.ReLU()
-            self.fc8 = nn.Linear(f, num_classes)
-
-        def forward(self, x):
-            for name in self.names:
-                x = getattr(self, "relu" + name[4:])(getattr(self, name)(x))
-                if name in self.pools:
-                    x = self.pools[name](x)
-            x = x.reshape(x.shape[0], -1)
-            return self.fc8(self.relu7(self.fc7(self.relu6(self.fc6(x)))))
-
-    return C3DPort()
 
 
 def jax_methods(steps):
@@ -176,7 +137,7 @@ def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_su
     target = rng.integers(0, num_classes, batch)
     if torch is not None:
         torch.manual_seed(0)
-        tmodel = torch_c3d(torch, width, num_classes).eval()
+        tmodel = twins.c3d(torch, num_classes, width).eval()
         with torch.no_grad():
             for m in tmodel.modules():
                 if isinstance(m, (torch.nn.Conv3d, torch.nn.Linear)):

@@ -33,72 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx import _torch_twins as twins
 from jaxvx import convert
 from jaxvx.methods import ep3d, step
 
 AREAS = (0.05, 0.1, 0.15, 0.5)
-
-
-def _scaled(c, w):
-    return max(1, int(math.floor(c * w + 0.5)))
-
-
-def torch_r2plus1d(torch, num_classes, width):
-    """torchvision's r2plus1d_18 layout (state-dict names as torchvision's), width-scaled."""
-    nn = torch.nn
-
-    def conv2plus1d(cin, cout, mid, stride=1):
-        return nn.Sequential(
-            nn.Conv3d(cin, mid, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False),
-            nn.BatchNorm3d(mid), nn.ReLU(inplace=True),
-            nn.Conv3d(mid, cout, (3, 1, 1), stride=(stride, 1, 1), padding=(1, 0, 0), bias=False))
-
-    class BasicBlock(nn.Module):
-        def __init__(self, inplanes, planes, stride=1, downsample=None):
-            super().__init__()
-            mid = (inplanes * planes * 3 * 3 * 3) // (inplanes * 3 * 3 + 3 * planes)
-            self.conv1 = nn.Sequential(conv2plus1d(inplanes, planes, mid, stride), nn.BatchNorm3d(planes),
-                                       nn.ReLU(inplace=True))
-            self.conv2 = nn.Sequential(conv2plus1d(planes, planes, mid), nn.BatchNorm3d(planes))
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = downsample
-
-        def forward(self, x):
-            residual = x if self.downsample is None else self.downsample(x)
-            return self.relu(self.conv2(self.conv1(x)) + residual)
-
-    class VideoResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            s0, c0 = _scaled(45, width), _scaled(64, width)
-            self.stem = nn.Sequential(
-                nn.Conv3d(3, s0, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
-                nn.BatchNorm3d(s0), nn.ReLU(inplace=True),
-                nn.Conv3d(s0, c0, (3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
-                nn.BatchNorm3d(c0), nn.ReLU(inplace=True))
-            self.inplanes = c0
-            self.layer1 = self._make_layer(_scaled(64, width), 1)
-            self.layer2 = self._make_layer(_scaled(128, width), 2)
-            self.layer3 = self._make_layer(_scaled(256, width), 2)
-            self.layer4 = self._make_layer(_scaled(512, width), 2)
-            self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
-            self.fc = nn.Linear(_scaled(512, width), num_classes)
-
-        def _make_layer(self, planes, stride):
-            downsample = None
-            if stride != 1 or self.inplanes != planes:
-                downsample = nn.Sequential(nn.Conv3d(self.inplanes, planes, 1, stride=stride, bias=False),
-                                           nn.BatchNorm3d(planes))
-            blocks = [BasicBlock(self.inplanes, planes, stride, downsample), BasicBlock(planes, planes)]
-            self.inplanes = planes
-            return nn.Sequential(*blocks)
-
-        def forward(self, x):
-            x = self.stem(x)
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(self.avgpool(x).flatten(1))
-
-    return VideoResNet().eval()
 
 
 def torch_loop(torch, model, video, target, *, core, iters, warmup=1):
@@ -197,14 +136,10 @@ def main():
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
     if args.model == "r2plus1d":
-        tm = torch_r2plus1d(torch, 10, args.width)
+        tm = twins.r2plus1d_18(torch, 10, args.width)
         model, variables = convert.r2plus1d_from_torch(tm.state_dict(), return_model=True)
     else:
-        sys.path.insert(0, os.path.dirname(__file__))
-        from bench_tsr import torch_c3d
-
-        fc_in = (args.frames // 16) * ((args.size // 16) // 2 + 1) ** 2
-        tm = torch_c3d(torch, args.width, 10, fc_in)
+        tm = twins.c3d(torch, 10, args.width, frames=args.frames, size=args.size)
         model, variables = convert.c3d_from_torch(tm.state_dict(), return_model=True)
     forward = functools.partial(model.apply, variables)
     rng = np.random.default_rng(0)

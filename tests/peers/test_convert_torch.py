@@ -1,10 +1,9 @@
 """PyTorch twins of C3D and R(2+1)D-18, converted with jaxvx.convert, must give the same logits.
 
-The twins are written here (torchvision is not available): the common C3D port (pool5 with padding (0, 1, 1)) and
-torchvision's ``r2plus1d_18`` layout (Sequential indices give the state-dict names), both with a width multiplier.
+The twins live in ``jaxvx._torch_twins`` (torchvision is not available): the common C3D port (pool5 with padding
+(0, 1, 1)) and torchvision's ``r2plus1d_18`` layout (Sequential indices give the state-dict names), both with a
+width multiplier.
 """
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -12,115 +11,12 @@ import numpy as np
 import pytest
 
 from jaxvx import CheckpointError, convert, models
-
-
-def _scaled(c, w):
-    return max(1, int(math.floor(c * w + 0.5)))
+from jaxvx import _torch_twins as twins
 
 
 def _rel_err(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
-def _torch_c3d(torch, num_classes, width, fc_in):
-    nn = torch.nn
-    c = [_scaled(v, width) for v in (64, 128, 256, 256, 512, 512, 512, 512)]
-    f = _scaled(4096, width)
-
-    class C3DPort(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv3d(3, c[0], kernel_size=(3, 3, 3), padding=(1, 1, 1))
-            self.pool1 = nn.MaxPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2))
-            self.conv2 = nn.Conv3d(c[0], c[1], kernel_size=(3, 3, 3), padding=(1, 1, 1))
-            self.pool2 = nn.MaxPool3d(kernel_size=(2, 2, 2), stride=(2, 2, 2))
-            self.conv3a = nn.Conv3d(c[1], c[2], kernel_size=(3, 3, 3), padding=(1, 1, 1))
-            self.conv3b = nn.Conv3d(c[2], c[3], kernel_size=(3, 3, 3), padding=(1, 1, 1))
-            self.pool3 = nn.MaxPool3d(kernel_size=(2, 2, 2), stride=(2, 2, 2))
-            self.conv4a = nn.Conv3d(c[3], c[4], kernel_size=(3, 3, 3), padding=(1, 1, 1))
-            self.conv4b = nn.Conv3d(c[4], c[5], kernel_size=(3, 3, 3), padding=(1, 1, 1))
-            self.pool4 = nn.MaxPool3d(kernel_size=(2, 2, 2), stride=(2, 2, 2))
-            self.conv5a = nn.Conv3d(c[5], c[6], kernel_size=(3, 3, 3), padding=(1, 1, 1))
-            self.conv5b = nn.Conv3d(c[6], c[7], kernel_size=(3, 3, 3), padding=(1, 1, 1))
-            self.pool5 = nn.MaxPool3d(kernel_size=(2, 2, 2), stride=(2, 2, 2), padding=(0, 1, 1))
-            self.fc6 = nn.Linear(c[7] * fc_in, f)
-            self.fc7 = nn.Linear(f, f)
-            self.fc8 = nn.Linear(f, num_classes)
-            self.dropout = nn.Dropout(p=0.5)
-            self.relu = nn.ReLU()
-
-        def forward(self, x):
-            x = self.pool1(self.relu(self.conv1(x)))
-            x = self.pool2(self.relu(self.conv2(x)))
-            x = self.pool3(self.relu(self.conv3b(self.relu(self.conv3a(x)))))
-            x = self.pool4(self.relu(self.conv4b(self.relu(self.conv4a(x)))))
-            x = self.pool5(self.relu(self.conv5b(self.relu(self.conv5a(x)))))
-            x = x.reshape(x.shape[0], -1)
-            x = self.dropout(self.relu(self.fc6(x)))
-            x = self.dropout(self.relu(self.fc7(x)))
-            return self.fc8(x)
-
-    return C3DPort()
-
-
-def _torch_r2plus1d(torch, num_classes, width):
-    nn = torch.nn
-
-    def conv2plus1d(cin, cout, mid, stride=1):
-        return nn.Sequential(
-            nn.Conv3d(cin, mid, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False),
-            nn.BatchNorm3d(mid),
-            nn.ReLU(inplace=True),
-            nn.Conv3d(mid, cout, (3, 1, 1), stride=(stride, 1, 1), padding=(1, 0, 0), bias=False),
-        )
-
-    class BasicBlock(nn.Module):
-        def __init__(self, inplanes, planes, stride=1, downsample=None):
-            super().__init__()
-            mid = (inplanes * planes * 3 * 3 * 3) // (inplanes * 3 * 3 + 3 * planes)
-            self.conv1 = nn.Sequential(conv2plus1d(inplanes, planes, mid, stride), nn.BatchNorm3d(planes),
-                                       nn.ReLU(inplace=True))
-            self.conv2 = nn.Sequential(conv2plus1d(planes, planes, mid), nn.BatchNorm3d(planes))
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = downsample
-
-        def forward(self, x):
-            residual = x if self.downsample is None else self.downsample(x)
-            return self.relu(self.conv2(self.conv1(x)) + residual)
-
-    class VideoResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            s0, c0 = _scaled(45, width), _scaled(64, width)
-            self.stem = nn.Sequential(
-                nn.Conv3d(3, s0, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
-                nn.BatchNorm3d(s0), nn.ReLU(inplace=True),
-                nn.Conv3d(s0, c0, (3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
-                nn.BatchNorm3d(c0), nn.ReLU(inplace=True))
-            self.inplanes = c0
-            self.layer1 = self._make_layer(_scaled(64, width), 1)
-            self.layer2 = self._make_layer(_scaled(128, width), 2)
-            self.layer3 = self._make_layer(_scaled(256, width), 2)
-            self.layer4 = self._make_layer(_scaled(512, width), 2)
-            self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
-            self.fc = nn.Linear(_scaled(512, width), num_classes)
-
-        def _make_layer(self, planes, stride):
-            downsample = None
-            if stride != 1 or self.inplanes != planes:
-                downsample = nn.Sequential(nn.Conv3d(self.inplanes, planes, 1, stride=stride, bias=False),
-                                           nn.BatchNorm3d(planes))
-            blocks = [BasicBlock(self.inplanes, planes, stride, downsample), BasicBlock(planes, planes)]
-            self.inplanes = planes
-            return nn.Sequential(*blocks)
-
-        def forward(self, x):
-            x = self.stem(x)
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(self.avgpool(x).flatten(1))
-
-    return VideoResNet()
 
 
 def _randomise_bn(torch, model):
@@ -141,7 +37,7 @@ def test_c3d_matches_torch_port(torch):
     # 16 x 40 x 48 frames: pool4 gives 2 x 2 x 3, pool5 with padding (0, 1, 1) gives 1 x 2 x 2 (odd width rounds
     # down), so fc6 sees C * 4 features whose order must match torch's (C, T, H, W) flatten.
     width, k = 1 / 16, 7
-    tm = _torch_c3d(torch, k, width, fc_in=1 * 2 * 2).eval()
+    tm = twins.c3d(torch, k, width, fc_in=1 * 2 * 2).eval()
     x = torch.randn(2, 3, 16, 40, 48, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         ref = tm(x).numpy()
@@ -164,7 +60,7 @@ def test_c3d_pool5_padding_is_minus_inf(torch):
 @pytest.mark.slow
 def test_r2plus1d_matches_torchvision_layout(torch):
     width, k = 1 / 8, 5
-    tm = _torch_r2plus1d(torch, k, width)
+    tm = twins.r2plus1d_18(torch, k, width)
     _randomise_bn(torch, tm)
     tm.eval()
     x = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(4))
@@ -183,7 +79,7 @@ def test_r2plus1d_matches_torchvision_layout(torch):
 
 def test_r2plus1d_twin_is_torchvision_sized(torch):
     # torchvision's r2plus1d_18(num_classes=400) has 31,505,325 parameters: the twin is the right architecture.
-    tm = _torch_r2plus1d(torch, 400, 1.0)
+    tm = twins.r2plus1d_18(torch, 400, 1.0)
     assert sum(p.numel() for p in tm.parameters()) == 31_505_325
     names = set(tm.state_dict())
     assert {"stem.0.weight", "stem.4.running_var", "layer1.0.conv1.0.0.weight", "layer1.0.conv1.0.3.weight",
@@ -197,7 +93,7 @@ def test_r2plus1d_twin_is_torchvision_sized(torch):
 
 def test_convert_from_path_and_errors(torch, tmp_path):
     width = 1 / 16
-    tm = _torch_c3d(torch, 3, width, fc_in=4)
+    tm = twins.c3d(torch, 3, width, fc_in=4)
     path = tmp_path / "c3d.pth"
     torch.save({"state_dict": {"module." + k: v for k, v in tm.state_dict().items()}}, path)
     variables = convert.c3d_from_torch(path)
@@ -221,7 +117,7 @@ def test_convert_from_path_and_errors(torch, tmp_path):
     with pytest.raises(CheckpointError, match="cannot load"):
         convert.r2plus1d_from_torch(str(tmp_path / "junk.pth"))
 
-    rsd = {k: v.numpy() for k, v in _torch_r2plus1d(torch, 3, 1 / 8).state_dict().items()}
+    rsd = {k: v.numpy() for k, v in twins.r2plus1d_18(torch, 3, 1 / 8).state_dict().items()}
     with pytest.raises(ValueError, match=r"missing key 'layer3.0.downsample.1.running_var'"):
         convert.r2plus1d_from_torch({k: v for k, v in rsd.items() if k != "layer3.0.downsample.1.running_var"})
     rsd["layer2.1.conv1.0.0.weight"] = np.zeros((5, 16, 1, 3, 3), np.float32)

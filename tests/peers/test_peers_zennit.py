@@ -9,58 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxvx import _torch_twins as twins
 from jaxvx import convert, lrp, methods
 
 WIDTH = 1 / 16
 CLIP = (16, 32, 32)  # pool5 gives 1 x 2 x 2 positions
 
 
-def _scaled(c, w=WIDTH):
-    return max(1, int(math.floor(c * w + 0.5)))
-
-
-def torch_c3d(torch, num_classes=5):
-    """The common C3D port's layout, one ReLU module per use (zennit and captum hook modules)."""
-    nn = torch.nn
-    c = [_scaled(v) for v in (64, 128, 256, 256, 512, 512, 512, 512)]
-    f = _scaled(4096)
-
-    class C3DPort(nn.Module):
-        def __init__(self):
-            super().__init__()
-            chans = [3] + c
-            names = ["conv1", "conv2", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
-            for i, name in enumerate(names):
-                setattr(self, name, nn.Conv3d(chans[i], chans[i + 1], kernel_size=3, padding=1))
-                setattr(self, "relu" + name[4:], nn.ReLU())
-            self.names = names
-            self.pools = {"conv1": nn.MaxPool3d((1, 2, 2), (1, 2, 2)), "conv2": nn.MaxPool3d(2, 2),
-                          "conv3b": nn.MaxPool3d(2, 2), "conv4b": nn.MaxPool3d(2, 2),
-                          "conv5b": nn.MaxPool3d(2, 2, padding=(0, 1, 1))}
-            for k, p in self.pools.items():
-                self.add_module("pool_" + k, p)
-            self.fc6 = nn.Linear(c[7] * 4, f)
-            self.relu6 = nn.ReLU()
-            self.fc7 = nn.Linear(f, f)
-            self.relu7 = nn.ReLU()
-            self.fc8 = nn.Linear(f, num_classes)
-
-        def forward(self, x):
-            for name in self.names:
-                x = getattr(self, "relu" + name[4:])(getattr(self, name)(x))
-                if name in self.pools:
-                    x = self.pools[name](x)
-            x = x.reshape(x.shape[0], -1)
-            x = self.relu7(self.fc7(self.relu6(self.fc6(x))))
-            return self.fc8(x)
-
-    return C3DPort()
-
-
 def twin(torch, seed=0):
     """``(torch model, jaxvx forward, torch input NCDHW, jax input NDHWC, targets)``."""
     torch.manual_seed(seed)
-    model = torch_c3d(torch).eval()
+    model = twins.c3d(torch, 5, WIDTH, fc_in=4).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (torch.nn.Conv3d, torch.nn.Linear)):
