@@ -242,7 +242,7 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
     big_view = result.view.repeat(zoom, axis=1).repeat(zoom, axis=2)
     big_view = big_view[:, : big_view.shape[1] // 2 * 2, : big_view.shape[2] // 2 * 2]
     paths["overlay"] = os.path.join(out, "overlay.mp4")
-    write_video(paths["overlay"], overlay(big_view, result.relevance), fps)
+    write_video(paths["overlay"], overlay(big_view, result.relevance, weight="relevance"), fps)
     rows = {f"{result.method} (target: {result.class_names[result.target]})": result.relevance}
     if result.selective is not None:
         rows[f"selective, sigma={result.selective_sigma:g}"] = result.selective
@@ -327,7 +327,7 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
             if len(window) == t_model:
                 clip = jnp.asarray(np.stack(window))[None]
                 target = jnp.argmax(predict(variables, clip), axis=-1).astype(jnp.int32)
-                frame = overlay(view, np.asarray(step(variables, clip, target))[None])[0]
+                frame = overlay(view, np.asarray(step(variables, clip, target))[None], weight="relevance")[0]
                 explained += 1
             else:
                 frame = view[0]

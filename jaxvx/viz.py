@@ -142,8 +142,13 @@ def heatmap(relevance, *, cmap: str = "bwr", symmetric: bool = True, scale: floa
     return (rgba[..., :3] * 255).round().astype(np.uint8)
 
 
-def overlay(frames, relevance, *, alpha: float = 0.7, **heatmap_kwargs) -> np.ndarray:
-    """Heatmap blended over the grey frames: ``alpha * heat + (1 - alpha) * grey`` (Hiley et al. use 0.7 / 0.3).
+def overlay(frames, relevance, *, alpha: float = 0.7, weight: str = "constant", **heatmap_kwargs) -> np.ndarray:
+    """Heatmap blended over the grey frames.
+
+    ``weight="constant"``: ``alpha * heat + (1 - alpha) * grey`` everywhere (Hiley et al. use 0.7 / 0.3; on dark
+    frames the scene then fades behind the colour map's white). ``weight="relevance"``: the heat's weight follows
+    the relevance, ``a = alpha * sqrt(|R| / max |R|)`` per pixel, so that the frame shows unchanged where relevance
+    is zero and the colour covers it where relevance is largest.
 
     ``frames`` uint8 ``[T, H, W, 3]``; ``relevance`` ``[T, H', W'(, C)]`` (resized to the frames if needed).
     Returns uint8 ``[T, H, W, 3]``.
@@ -151,14 +156,24 @@ def overlay(frames, relevance, *, alpha: float = 0.7, **heatmap_kwargs) -> np.nd
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    if weight not in ("constant", "relevance"):
+        raise ValueError(f"weight must be 'constant' or 'relevance', got {weight!r}")
     heat = heatmap(relevance, **heatmap_kwargs)
     if heat.shape[0] != frames.shape[0]:
         raise ValueError(f"relevance has {heat.shape[0]} frames, frames have {frames.shape[0]}")
-    if heat.shape[1:3] != frames.shape[1:3]:
-        size = (frames.shape[2], frames.shape[1])
+    size = (frames.shape[2], frames.shape[1])
+    resize = heat.shape[1:3] != frames.shape[1:3]
+    if resize:
         heat = np.stack([cv2.resize(h, size, interpolation=cv2.INTER_LINEAR) for h in heat])
+    a = np.float32(alpha)
+    if weight == "relevance":
+        m = np.abs(_channel_sum(relevance)).astype(np.float32)
+        m = np.sqrt(m / m.max()) if m.max() > 0 else m
+        if resize:
+            m = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in m])
+        a = alpha * np.clip(m, 0, 1)[..., None]
     grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    blend = alpha * heat.astype(np.float32) + (1 - alpha) * grey[..., None]
+    blend = a * heat.astype(np.float32) + (1 - a) * grey[..., None]
     return np.clip(blend.round(), 0, 255).astype(np.uint8)
 
 

@@ -42,6 +42,20 @@ def test_overlay_blends_heat_over_grey_and_resizes():
         overlay(frames, np.zeros((2, 8, 8)))
 
 
+def test_overlay_weighted_by_relevance_keeps_the_frame_where_relevance_is_zero():
+    frames = np.full((2, 8, 8, 3), 100, np.uint8)
+    relevance = np.zeros((2, 8, 8), np.float32)
+    relevance[:, 0, 0] = 4.0
+    relevance[:, 0, 1] = 1.0  # a quarter of the maximum: weight 0.7 * sqrt(1/4)
+    out = overlay(frames, relevance, alpha=0.7, weight="relevance").astype(np.float64)
+    np.testing.assert_array_equal(out[:, 4:, 4:], 100)  # no relevance: the grey frame itself
+    np.testing.assert_allclose(out[0, 0, 0], 0.7 * np.array([255, 0, 0]) + 0.3 * 100, atol=1)  # bwr at +max
+    # bwr at 0.5 + 0.5 / 4 is (255, 190, 190); weight 0.35
+    np.testing.assert_allclose(out[0, 0, 1], 0.35 * np.array([255, 190, 190]) + 0.65 * 100, atol=1)
+    with pytest.raises(ValueError, match="weight"):
+        overlay(frames, relevance, weight="max")
+
+
 def test_explanation_sheet_layout():
     frames = np.zeros((16, 32, 32, 3), np.uint8)
     sheet = explanation_sheet(frames, {"a": np.ones((16, 32, 32)), "b": -np.ones((16, 32, 32))}, num_columns=4,
