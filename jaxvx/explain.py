@@ -223,6 +223,14 @@ def _score(summed, selected, gt: Mapping, metrics) -> dict:
     return out
 
 
+def _display_size(view: np.ndarray) -> np.ndarray:
+    """Model-input frames ``[T, h, w, 3]`` enlarged by an integer factor (pixel repetition) to at least 224 pixels on
+    their longer side, with even sides (video encoders need them): small inputs such as 32 x 32 stay visible."""
+    zoom = max(1, int(np.ceil(224 / max(view.shape[1:3]))))
+    big = view.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    return big[:, : big.shape[1] // 2 * 2, : big.shape[2] // 2 * 2]
+
+
 def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8.0) -> dict[str, str]:
     """Write the pictures and numbers of an explanation into folder ``out``; returns ``{kind: path}``.
 
@@ -238,9 +246,7 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
     paths = {}
-    zoom = max(1, int(np.ceil(224 / max(result.view.shape[1:3]))))
-    big_view = result.view.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    big_view = big_view[:, : big_view.shape[1] // 2 * 2, : big_view.shape[2] // 2 * 2]
+    big_view = _display_size(result.view)
     paths["overlay"] = os.path.join(out, "overlay.mp4")
     write_video(paths["overlay"], overlay(big_view, result.relevance, weight="relevance"), fps)
     rows = {f"{result.method} (target: {result.class_names[result.target]})": result.relevance}
@@ -323,7 +329,7 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
                 break
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None]
             window.append(np.asarray(preprocess(rgb, **pp))[0])
-            view = np.clip(np.asarray(preprocess(rgb, **view_pp)).round(), 0, 255).astype(np.uint8)
+            view = _display_size(np.clip(np.asarray(preprocess(rgb, **view_pp)).round(), 0, 255).astype(np.uint8))
             if len(window) == t_model:
                 clip = jnp.asarray(np.stack(window))[None]
                 target = jnp.argmax(predict(variables, clip), axis=-1).astype(jnp.int32)

@@ -105,5 +105,5 @@ def test_stream_overlays_every_frame_after_the_first_window(tiny_checkpoint, tmp
                max_frames=20, progress=False)
     assert r["frames"] == 20 and r["explained"] == 20 - 16 + 1 and r["fps"] > 0
     video = read_video(out)
-    assert video.shape == (20, 32, 32, 3)
+    assert video.shape == (20, 224, 224, 3)  # the 32 x 32 model input, enlarged 7 times for viewing
     assert not list(tmp_path.glob(".*part*")), "the temporary file was renamed into place"
