@@ -17,7 +17,14 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Method", "check_video", "resolve_target", "select"]
+__all__ = ["Method", "check_positive_int", "check_video", "resolve_target", "select"]
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else ``ValueError`` naming the argument and the value."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
 
 
 class Method(Protocol):

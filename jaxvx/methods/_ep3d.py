@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx.methods._common import check_video, resolve_target
+from jaxvx.methods._common import check_positive_int, check_video, resolve_target
 from jaxvx.methods._extremal import (
     ExtremalResult,
     _check_areas,
@@ -298,9 +298,8 @@ def step(areas: Sequence[float] | float, *, kernel_frames: int = 7, kernel_size:
         smoothness_weight, smoothness_start: the smoothness loss's weight and the last iteration without it.
         evenly: per-frame area loss as in :func:`ep3d` (default False: Li et al.'s STEP uses the volume loss).
     """
-    for name, value in (("kernel_frames", kernel_frames), ("kernel_size", kernel_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_positive_int("kernel_frames", kernel_frames)
+    check_positive_int("kernel_size", kernel_size)
     return _video_perturbation(areas, evenly=evenly, temporal_sigma=None,
                                core=(kernel_frames, kernel_size, float(smoothness_weight), int(smoothness_start)),
                                variant=variant, reward=reward, perturbation=perturbation, step=step, sigma=sigma,

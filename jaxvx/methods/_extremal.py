@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxvx.methods._common import check_video, resolve_target
+from jaxvx.methods._common import check_positive_int, check_video, resolve_target
 
 __all__ = [
     "ExtremalResult",
@@ -494,8 +494,7 @@ def _check_common(variant, reward, perturbation, step, sigma, max_iter, num_leve
         raise ValueError(f"step must be a positive int (pixels between control points), got {step!r}")
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    check_positive_int("max_iter", max_iter)
     if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
         raise ValueError(f"num_levels must be an int >= 2, got {num_levels!r}")
     if loop not in LOOPS:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx.methods._common import check_video, resolve_target, select
+from jaxvx.methods._common import check_positive_int, check_video, resolve_target, select
 
 __all__ = ["occlusion", "frame_masking", "broadcast_frames", "SCORES"]
 
@@ -170,8 +170,7 @@ def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] |
     window = _triple("window", window)
     stride = window if stride is None else _triple("stride", stride)
     _check_score(score)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
 
     def method(forward, video, target=None, *, key=None):
         del key
@@ -208,13 +207,10 @@ def frame_masking(width: int = 1, *, stride: int = 1, baseline: float | jax.Arra
         ``method(forward, video, target=None, *, key=None) -> scores`` float32 ``[B, T]``; use
         :func:`broadcast_frames` for a ``[B, T, H, W]`` map.
     """
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive int, got {width!r}")
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride must be a positive int, got {stride!r}")
+    check_positive_int("width", width)
+    check_positive_int("stride", stride)
     _check_score(score)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
 
     def method(forward, video, target=None, *, key=None):
         del key

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx.methods._common import check_video, resolve_target
+from jaxvx.methods._common import check_positive_int, check_video, resolve_target
 from jaxvx.methods._occlusion import _is_traced, evaluate_many, jit_forward
 
 __all__ = ["tsr", "tsr_num_selected"]
@@ -113,8 +113,7 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
     block = tuple(block)
     if len(block) != 2 or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 for b in block):
         raise ValueError(f"block must be a (height, width) pair of positive ints, got {block!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
 
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
