@@ -9,21 +9,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from _nets import init
 from jaxvx import methods
 from jaxvx.methods._cam import interpolation_matrix, upsample
 from jaxvx.models import CNNLSTM, GlobalAvgPool, MaxPool3D, ReLU
-
-
-def init(model, x, seed=0):
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-    rng = np.random.default_rng(seed)
-
-    def draw(s):
-        if len(s.shape) == 1:
-            return jnp.asarray(rng.normal(0, 0.1, s.shape), jnp.float32)
-        return jnp.asarray(rng.normal(0, np.sqrt(2 / np.prod(s.shape[:-1])), s.shape), jnp.float32)
-
-    return jax.tree.map(draw, shapes)
 
 
 class GapNet(nn.Module):

@@ -3,34 +3,13 @@
 import functools
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _nets import init, MLP
 from jaxvx import methods
-from jaxvx.models import CNNLSTM, Flatten, GlobalAvgPool, MaxPool3D, ReLU
-
-
-def init(model, x, seed=0):
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-    rng = np.random.default_rng(seed)
-
-    def draw(s):
-        if len(s.shape) == 1:
-            return jnp.asarray(rng.normal(0, 0.1, s.shape), jnp.float32)
-        return jnp.asarray(rng.normal(0, np.sqrt(2 / np.prod(s.shape[:-1])), s.shape), jnp.float32)
-
-    return jax.tree.map(draw, shapes)
-
-
-class MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = Flatten()(x)
-        x = ReLU(name="relu1")(nn.Dense(6, name="fc1")(x))
-        x = ReLU(name="relu2")(nn.Dense(5, name="fc2")(x))
-        return nn.Dense(4, name="fc3")(x)
+from jaxvx.models import CNNLSTM, GlobalAvgPool, MaxPool3D, ReLU
 
 
 def _stab(z):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _nets import MLP
 from jaxvx import methods
 from jaxvx.methods._gradient import ig_alphas
 from jaxvx.models import Flatten, MaxPool3D, ReLU
@@ -38,15 +39,6 @@ class Tiny3D(nn.Module):
         x = ReLU(name="relu2")(nn.Conv(4, (3, 3, 3), padding=((1, 1),) * 3, use_bias=self.bias, name="conv2")(x))
         x = MaxPool3D((2, 2, 2), padding=((0, 0), (1, 1), (1, 1)), name="pool2")(x)
         return nn.Dense(4, use_bias=self.bias, name="fc")(Flatten(channels_first=True, name="flatten")(x))
-
-
-class MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = Flatten()(x)
-        x = ReLU(name="relu1")(nn.Dense(6, name="fc1")(x))
-        x = ReLU(name="relu2")(nn.Dense(5, name="fc2")(x))
-        return nn.Dense(4, name="fc3")(x)
 
 
 class Quad(nn.Module):
