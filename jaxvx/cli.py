@@ -101,7 +101,7 @@ def _explain(args) -> int:
     from jaxvx.explain import explain_clip, write_outputs
 
     card = checkpoints.load_card(args.checkpoint)
-    t_model, h_model, w_model = (int(v) for v in card["input_shape"][:3])
+    t_model = int(card["input_shape"][0])
     ground_truth = None
     if args.video is None:
         config = _card_synthetic_config(card)
@@ -155,7 +155,7 @@ def _run(args) -> int:
         explicit = {a.dest for a in _parser_actions(args) if getattr(args, a.dest) != a.default}
         settings.update({k: v for k, v in config.items() if k not in explicit})  # flags win over the file
     model, variables, card = checkpoints.load(settings["checkpoint"])
-    t_model, h_model, w_model = (int(v) for v in card["input_shape"][:3])
+    t_model = int(card["input_shape"][0])
     kind, _, where = str(settings["data"]).partition(":")
     if kind == "synthetic":
         config = _card_synthetic_config(card)
