@@ -38,7 +38,7 @@ def _same(a, b):
 def test_recipes_are_small_and_on_the_right_benchmark():
     assert set(T.recipes()) >= {"c3d-small", "r2plus1d-small", "cnnlstm-small", "lstm-ica-small", "lstm-small",
                                 "c3d-small-untrained"}
-    variants = {"c3d-small": "motion", "r2plus1d-small": "motion", "cnnlstm-small": "motion",
+    variants = {"c3d-small": "motion", "r2plus1d-small": "motion", "cnnlstm-small": "walk_run",
                 "lstm-ica-small": "walk_run", "lstm-small": "walk_run", "c3d-small-untrained": "motion"}
     for name, variant in variants.items():
         r = T.get_recipe(name).validate()
@@ -51,6 +51,9 @@ def test_recipes_are_small_and_on_the_right_benchmark():
     assert not u.trained and u.steps == 0 and (u.model, dict(u.model_kwargs)) == (c.model, dict(c.model_kwargs))
     assert (u.num_frames, u.height, u.width, u.seed) == (c.num_frames, c.height, c.width, c.seed)
     assert T.get_recipe("lstm-ica-small").model_kwargs["cell"] == "input_cell_attention"
+    for name in ("cnnlstm-small", "lstm-ica-small"):  # their backbone starts from a shipped checkpoint's
+        r = T.get_recipe(name)
+        assert r.init_from in T.recipes() and r.init_modules == ("cnn",) and r.variant == T.get_recipe(r.init_from).variant
 
 
 def test_unknown_recipe_lists_the_recipes(tmp_path, capsys):
@@ -200,3 +203,29 @@ def test_cli_writes_a_reproducible_checkpoint(tmp_path, monkeypatch, capsys):
     assert T.cli(argv + ["--no-progress"]) == 0
     _, again, _ = checkpoints.load(tmp_path / "again" / "tiny.msgpack")
     assert _same(variables, again)
+
+
+def test_init_from_copies_the_named_submodules_and_checks_shapes(tmp_path):
+    """A recipe's ``init_from``/``init_modules`` start a CNN-LSTM's backbone from another checkpoint's ``cnn``."""
+    source = T.train(TINY, out=tmp_path / "src", progress=False).checkpoint
+    recipe = dataclasses.replace(
+        TINY, name="tiny-cnnlstm", model="cnnlstm", model_kwargs=dict(backbone="small", width=0.25, hidden=8),
+        init_from=str(source), init_modules=("cnn",)).validate()
+    model = models.create(recipe.model, 2, **recipe.model_kwargs)
+    fresh = model.init(jax.random.key(0), jnp.zeros((1, 8, 16, 16, 3)))["params"]
+    got = T._init_from_checkpoint(fresh, recipe)
+    _, src, _ = checkpoints.load(source)
+    assert _same(got["cnn"], src["params"]["cnn"])  # copied ...
+    assert _same(got["lstm"], fresh["lstm"]) and _same(got["classifier"], fresh["classifier"])  # ... and only it
+    with pytest.raises(ValueError, match="init_modules names 'head'"):
+        T._init_from_checkpoint(fresh, dataclasses.replace(recipe, init_modules=("head",)))
+    wide = models.create(recipe.model, 2, backbone="small", width=0.5, hidden=8)
+    wide_params = wide.init(jax.random.key(0), jnp.zeros((1, 8, 16, 16, 3)))["params"]
+    with pytest.raises(ValueError, match=r"cnn\['conv1'\]\['bias'\] has shape \(8,\).*has \(4,\)"):
+        T._init_from_checkpoint(wide_params, recipe)
+    with pytest.raises(ValueError, match="come together"):
+        dataclasses.replace(recipe, init_modules=()).validate()
+    # a run from the recipe starts from the copy: zero steps of learning rate leave it unchanged
+    run = T.train(dataclasses.replace(recipe, lr=1e-12, weight_decay=0.0), out=tmp_path / "dst", progress=False)
+    np.testing.assert_allclose(np.asarray(run.variables["params"]["cnn"]["conv1"]["kernel"]),
+                               np.asarray(src["params"]["cnn"]["conv1"]["kernel"]), atol=1e-8)
