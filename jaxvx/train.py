@@ -718,7 +718,9 @@ def train(
         "seed": recipe.seed,
         "init": "the model's Flax initialisers" + (
             f", then every kernel multiplied by {recipe.kernel_gain!r}" if recipe.kernel_gain != 1.0 else "") + (
-            f", then {list(recipe.zero_init)} set to zero" if recipe.zero_init else ""),
+            f", then {list(recipe.zero_init)} set to zero" if recipe.zero_init else "") + (
+            f", then {list(recipe.init_modules)} copied from checkpoint {recipe.init_from!r} (sha256 "
+            f"{checkpoints.load_card(recipe.init_from).get('sha256')})" if recipe.init_from else ""),
         "prng": {"impl": PRNG_IMPL, "init_key": f"jax.random.key({recipe.seed}, impl={PRNG_IMPL!r})",
                  "dropout_key": f"fold_in(jax.random.key({recipe.seed + 1}, impl={PRNG_IMPL!r}), step)",
                  "batches": f"numpy.random.default_rng([{recipe.seed}, step]).choice(train_clips, batch_size, "

@@ -229,3 +229,6 @@ def test_init_from_copies_the_named_submodules_and_checks_shapes(tmp_path):
     run = T.train(dataclasses.replace(recipe, lr=1e-12, weight_decay=0.0), out=tmp_path / "dst", progress=False)
     np.testing.assert_allclose(np.asarray(run.variables["params"]["cnn"]["conv1"]["kernel"]),
                                np.asarray(src["params"]["cnn"]["conv1"]["kernel"]), atol=1e-8)
+    source_sha = checkpoints.load_card(source)["sha256"]
+    assert f"['cnn'] copied from checkpoint {str(source)!r} (sha256 {source_sha})" in run.card["init"]
+    assert run.card["recipe"]["init_from"] == str(source) and run.card["recipe"]["init_modules"] == ["cnn"]
