@@ -630,8 +630,9 @@ def train(
         if set(recipe.zero_init) - found:
             raise ValueError(f"recipe {recipe.name!r}: zero_init names no parameters: "
                              f"{sorted(set(recipe.zero_init) - found)}")
+    init_source_sha = None
     if recipe.init_from:
-        params = _init_from_checkpoint(params, recipe)
+        params, init_source_sha = _init_from_checkpoint(params, recipe)
     state = TrainState(
         step=jnp.asarray(0, jnp.int32),
         params=params,
@@ -720,7 +721,7 @@ def train(
             f", then every kernel multiplied by {recipe.kernel_gain!r}" if recipe.kernel_gain != 1.0 else "") + (
             f", then {list(recipe.zero_init)} set to zero" if recipe.zero_init else "") + (
             f", then {list(recipe.init_modules)} copied from checkpoint {recipe.init_from!r} (sha256 "
-            f"{checkpoints.load_card(recipe.init_from).get('sha256')})" if recipe.init_from else ""),
+            f"{init_source_sha})" if recipe.init_from else ""),
         "prng": {"impl": PRNG_IMPL, "init_key": f"jax.random.key({recipe.seed}, impl={PRNG_IMPL!r})",
                  "dropout_key": f"fold_in(jax.random.key({recipe.seed + 1}, impl={PRNG_IMPL!r}), step)",
                  "batches": f"numpy.random.default_rng([{recipe.seed}, step]).choice(train_clips, batch_size, "
@@ -756,11 +757,12 @@ def train(
     return TrainResult(path, checkpoints.load_card(path), model, variables, history, train_acc, test_acc)
 
 
-def _init_from_checkpoint(params: dict, recipe: Recipe) -> dict:
-    """``params`` with the submodules ``recipe.init_modules`` replaced by those of checkpoint ``recipe.init_from``."""
+def _init_from_checkpoint(params: dict, recipe: Recipe) -> tuple[dict, str | None]:
+    """``params`` with the submodules ``recipe.init_modules`` replaced by those of checkpoint ``recipe.init_from``,
+    and the sha256 its card records for the file that was read."""
     from jaxvx import checkpoints
 
-    _, source, _ = checkpoints.load(recipe.init_from)
+    _, source, source_card = checkpoints.load(recipe.init_from)
     source = source["params"]
     params = dict(params)
     for name in recipe.init_modules:
@@ -782,7 +784,7 @@ def _init_from_checkpoint(params: dict, recipe: Recipe) -> dict:
             raise ValueError(f"recipe {recipe.name!r}: checkpoint {recipe.init_from!r} has parameters the model "
                              f"lacks: {extra}")
         params[name] = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), source[name])
-    return params
+    return params, source_card.get("sha256")
 
 
 def _save_state(path: Path, state: TrainState, history: list, timing: tuple[float, ...], cfg: dict) -> None:

@@ -213,9 +213,10 @@ def test_init_from_copies_the_named_submodules_and_checks_shapes(tmp_path):
         init_from=str(source), init_modules=("cnn",)).validate()
     model = models.create(recipe.model, 2, **recipe.model_kwargs)
     fresh = model.init(jax.random.key(0), jnp.zeros((1, 8, 16, 16, 3)))["params"]
-    got = T._init_from_checkpoint(fresh, recipe)
+    got, sha = T._init_from_checkpoint(fresh, recipe)
     _, src, _ = checkpoints.load(source)
     assert _same(got["cnn"], src["params"]["cnn"])  # copied ...
+    assert sha == checkpoints.load_card(source)["sha256"]
     assert _same(got["lstm"], fresh["lstm"]) and _same(got["classifier"], fresh["classifier"])  # ... and only it
     with pytest.raises(ValueError, match="init_modules names 'head'"):
         T._init_from_checkpoint(fresh, dataclasses.replace(recipe, init_modules=("head",)))
