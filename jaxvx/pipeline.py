@@ -43,15 +43,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import numbers
 import os
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp

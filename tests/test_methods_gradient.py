@@ -101,7 +101,6 @@ def _mlp_numpy(params, x, target, relu_backward):
     h1 = a0 @ p["fc1"]["kernel"] + p["fc1"]["bias"]
     a1 = np.maximum(h1, 0)
     h2 = a1 @ p["fc2"]["kernel"] + p["fc2"]["bias"]
-    a2 = np.maximum(h2, 0)
     g = np.eye(4)[target] @ p["fc3"]["kernel"].T
     g = relu_backward(h2, g) @ p["fc2"]["kernel"].T
     g = relu_backward(h1, g) @ p["fc1"]["kernel"].T
