@@ -182,6 +182,28 @@ def test_each_class_moves_as_its_name_says():
         assert sign * np.sum(turn) > 0, name
 
 
+def test_rotation_turns_about_the_foot_of_the_stem():
+    # the true flow of a rotating actor is a rigid turn, f = (R - I)(p - P) with R = [[a + 1, -b], [b, a + 1]], about
+    # a point P that stays put, lies on the actor (the foot of the T's stem) and away from its centroid
+    for name in ("rotate_cw", "rotate_ccw"):
+        record = _clip(name, distractors=0, height=96, width=96)
+        pivots, spins = [], []
+        for i in range(11):
+            ys, xs = (c.astype(np.float64) for c in np.nonzero(record["actor"][i]))
+            f = record["flow"][i, ys.astype(int), xs.astype(int)].astype(np.float64)
+            one, zero = np.ones_like(xs), np.zeros_like(xs)
+            design = np.concatenate([np.stack([xs, -ys, one, zero], 1), np.stack([ys, xs, zero, one], 1)])
+            (a, b, c1, c2), residual, *_ = np.linalg.lstsq(design, np.concatenate([f[:, 0], f[:, 1]]), rcond=None)
+            assert np.sqrt(residual[0] / len(design)) < 0.02 * np.abs(f).max(), name  # rigid
+            pivot = -np.linalg.solve([[a, -b], [b, a]], [c1, c2])
+            pivots.append(pivot)
+            spins.append(b)
+            assert np.linalg.norm(pivot - [xs.mean(), ys.mean()]) > 8, name  # 1.27 radii; the centre: 0.27
+            assert np.min(np.hypot(xs - pivot[0], ys - pivot[1])) < 1.5, name
+        assert np.all(np.std(pivots, axis=0) < 0.05), (name, pivots)
+        assert np.all(np.sign(spins) == (1 if name == "rotate_cw" else -1)), name
+
+
 def test_walk_and_run_differ_in_speed_only():
     speeds = {0: [], 1: []}
     source = synthetic("test", variant="walk_run", num_clips=24, distractors=0, num_frames=16, height=64, width=64)

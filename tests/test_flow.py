@@ -51,7 +51,7 @@ def test_flow_motion_precision_close_to_true_motion_on_synthetic():
     # the true motion mask as a map lies on Farneback's motion far more than the static background does (which
     # still gets some: the flow window smears motion onto the pixels around a moving object) ...
     assert np.all(p > p_background + 0.2), (p, p_background)
-    # ... and wholly so where the actor moves faster than 2 px per frame (slow scaling and rotation near its centre fall under 0.5 px)
+    # ... and wholly so where the actor moves faster than 2 px per frame (slow scaling, and rotation near its pivot, fall under 0.5 px)
     speed = np.array([np.median(np.linalg.norm(f[a], axis=-1)) for f, a in zip(batch["flow"], batch["actor"])])
     assert (speed > 2).sum() >= 2
     assert np.all(p[speed > 2] > 0.9), (p, speed)

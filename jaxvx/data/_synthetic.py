@@ -9,7 +9,7 @@ Variants:
 
 - ``"motion"``: ten classes, ``right``, ``left``, ``up``, ``down`` (translation), ``circle_cw``, ``circle_ccw``
   (a circular path, clockwise as seen on screen), ``grow``, ``shrink`` (scaling in place), ``rotate_cw``,
-  ``rotate_ccw`` (rotation in place).
+  ``rotate_ccw`` (turning like a clock hand about the foot of the T's stem, which stays put).
 - ``"walk_run"``: two classes, ``walk`` and ``run``: the same actor follows the same bobbing horizontal path (the
   path's shape is fixed in pixels), at about 2.5 times the speed when running. It mirrors the KTH walking/running
   setting; distractors cross the frame at walking and running speeds alike.
@@ -46,7 +46,6 @@ same clip can be rendered at any resolution.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -275,10 +274,15 @@ def _motion_path(kind: str, rng: np.random.Generator, tau: np.ndarray, radius: f
         cx, cy = place(-ext, ext, -ext, ext)
         return _Path(cx * ones, cy * ones, scale, angle0 * ones)
     if kind in ("rotate_cw", "rotate_ccw"):
+        # A clock hand: the object turns about the point (u, v) = (0, 1) of its own frame (the foot of the T's
+        # stem), which stays put. Turning about its centre instead, the mirror-symmetric T shows the same local
+        # motion both ways round, and C3D and R(2+1)D at width 1/8 stayed at chance on the pair.
         travel = (0.6 + 0.6 * a) * np.pi * (1 if kind == "rotate_cw" else -1)
-        ext = radius * 0.42  # the T's far corners reach sqrt(2) of its radius
-        cx, cy = place(-ext, ext, -ext, ext)
-        return _Path(cx * ones, cy * ones, ones, angle0 + travel * tau)
+        angle = angle0 + travel * tau
+        ext = (np.sqrt(5.0) - 1.15) * radius  # the T's bar corners (+-1, -1) lie sqrt(5) radii from its foot
+        px, py = place(-ext, ext, -ext, ext)
+        # centre = pivot - R(angle) (0, radius): the foot stays at (px, py)
+        return _Path(px + radius * np.sin(angle), py - radius * np.cos(angle), ones, angle)
     if kind == "walk_run":
         lo_d, hi_d = _RUN_DISTANCE if walk_run_speed == "run" else _WALK_DISTANCE
         d = (lo_d + (hi_d - lo_d) * a) * s
