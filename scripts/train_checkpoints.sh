@@ -28,11 +28,11 @@ while IFS= read -r line; do
   eval "run $line"
 done <<'COMMANDS'
 # shipped (checkpoints/*.json records each line as "command"):
-jaxvx train --model c3d-small --data synthetic --steps 3000 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
+jaxvx train --model c3d-small --data synthetic --steps 4000 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
 jaxvx train --model c3d-small-untrained --data synthetic --seed 0 --out checkpoints
 jaxvx train --model lstm-small --data synthetic --steps 2000 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
 # these two start their per-frame CNN from checkpoints/lstm-small (recipe init_from): keep them after it
 jaxvx train --model cnnlstm-small --data synthetic --steps 1500 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
 jaxvx train --model lstm-ica-small --data synthetic --steps 1500 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
-jaxvx train --model r2plus1d-small --data synthetic --steps 4000 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
+jaxvx train --model r2plus1d-small --data synthetic --steps 4000 --batch-size 8 --lr 0.003 --seed 0 --out checkpoints
 COMMANDS
