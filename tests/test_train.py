@@ -204,6 +204,7 @@ def test_cli_writes_a_reproducible_checkpoint(tmp_path, monkeypatch, capsys):
     assert _same(variables, again)
 
 
+@pytest.mark.slow
 def test_init_from_copies_the_named_submodules_and_checks_shapes(tmp_path):
     """A recipe's ``init_from``/``init_modules`` start a CNN-LSTM's backbone from another checkpoint's ``cnn``."""
     source = T.train(TINY, out=tmp_path / "src", progress=False).checkpoint
