@@ -275,8 +275,8 @@ def _motion_path(kind: str, rng: np.random.Generator, tau: np.ndarray, radius: f
         return _Path(cx * ones, cy * ones, scale, angle0 * ones)
     if kind in ("rotate_cw", "rotate_ccw"):
         # A clock hand: the object turns about the point (u, v) = (0, 1) of its own frame (the foot of the T's
-        # stem), which stays put. Turning about its centre instead, the mirror-symmetric T shows the same local
-        # motion both ways round, and C3D and R(2+1)D at width 1/8 stayed at chance on the pair.
+        # stem), which stays put. Turning about its centre instead, C3D and R(2+1)D at width 1/8 stayed at chance
+        # on the pair (our reading: the mirror-symmetric T's edges then move the same ways both ways round).
         travel = (0.6 + 0.6 * a) * np.pi * (1 if kind == "rotate_cw" else -1)
         angle = angle0 + travel * tau
         ext = (np.sqrt(5.0) - 1.15) * radius  # the T's bar corners (+-1, -1) lie sqrt(5) radii from its foot
