@@ -66,6 +66,7 @@ _SURROUNDS = ("static", "other")
 
 # Sizes, in units of min(H, W).
 _ACTOR_RADIUS = (0.10, 0.14)
+_MARGIN = 1.15  # radii kept between an object's centre and the frame's edge (its own extent)
 _DISTRACTOR_RADIUS = (0.06, 0.10)
 _CUE_SIZE = 0.11
 # walk_run: horizontal distance covered during the action, and the bobbing path (fixed in pixels for both classes).
@@ -242,7 +243,7 @@ def _motion_path(kind: str, rng: np.random.Generator, tau: np.ndarray, radius: f
     u1, u2 = rng.uniform(0, 1), rng.uniform(0, 1)  # where the path sits in the frame
     a, b = rng.uniform(0, 1), rng.uniform(0, 1)  # two shape parameters of the path
     ones = np.ones_like(tau)
-    margin = 1.15 * radius
+    margin = _MARGIN * radius
 
     def place(lo_x, hi_x, lo_y, hi_y):
         # lo/hi: the extent of the path around its anchor; choose the anchor so the path stays in frame
@@ -279,7 +280,7 @@ def _motion_path(kind: str, rng: np.random.Generator, tau: np.ndarray, radius: f
         # on the pair (our reading: the mirror-symmetric T's edges then move the same ways both ways round).
         travel = (0.6 + 0.6 * a) * np.pi * (1 if kind == "rotate_cw" else -1)
         angle = angle0 + travel * tau
-        ext = (np.sqrt(5.0) - 1.15) * radius  # the T's bar corners (+-1, -1) lie sqrt(5) radii from its foot
+        ext = (np.sqrt(5.0) - _MARGIN) * radius  # the T's bar corners (+-1, -1) lie sqrt(5) radii from its foot
         px, py = place(-ext, ext, -ext, ext)
         # centre = pivot - R(angle) (0, radius): the foot stays at (px, py)
         return _Path(px + radius * np.sin(angle), py - radius * np.cos(angle), ones, angle)
