@@ -118,6 +118,8 @@ CONV_CASES = [  # (input shape, kernel shape, strides, padding)
     ((2, 5, 9, 8, 3), (1, 1, 1, 3, 4), (2, 2, 2), "VALID"),  # downsample
     ((2, 5, 9, 8, 3), (2, 3, 2, 3, 4), (2, 1, 3), "SAME"),
     ((1, 4, 6, 7, 2), (3, 2, 1, 2, 3), (1, 1, 1), ((2, 0), (0, 1), (1, 0))),
+    # over 128 input channels the temporal taps are summed, not stacked: both forms are covered
+    ((1, 5, 4, 5, 130), (3, 3, 3, 130, 2), (2, 1, 1), ((1, 1),) * 3),
 ]
 
 
@@ -142,9 +144,10 @@ def test_conv_general_dilated_equals_3d_conv(xs, ws, strides, padding):
     r, gr = jax.jit(lambda x, w, ct: value_and_vjp(ref, x, w, ct))(x, w, ct)
     o, go = jax.jit(lambda x, w, ct: value_and_vjp(ours, x, w, ct))(x, w, ct)
     assert o.shape == r.shape
-    np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-5)
+    # float32 rounding of a different summation order: relative to the largest value (sums of up to 3510 terms)
+    np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-6 * float(np.abs(r).max()))
     for a, b in zip(go, gr):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
 
 
 def test_conv_general_dilated_falls_back():

@@ -40,6 +40,11 @@ def scaled(channels: int, width: float) -> int:
 
 
 _NDHWC = ("NDHWC", "DHWIO", "NDHWC")
+# Up to this many input channels the kT temporal taps of a 3D convolution are stacked along the channel axis and
+# run as one 2D convolution (kT * C input channels); above it, as kT 2D convolutions summed. Measured on C3D, 2 CPU
+# cores: stacking makes the first layers (3 to 128 channels) 1.3 to 4 times faster, forward and backward; on the
+# 512-channel layers the two forms are level.
+_STACK_MAX_CHANNELS = 128
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -55,10 +60,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
     - a temporal kernel (kH = kW = 1, spatial stride 1, no spatial padding) is a 2D convolution of the
       ``[B, T, H*W, C]`` view with a ``(kT, 1)`` kernel;
-    - otherwise the (zero-padded, stride-sliced) clip is folded into ``[B*T', H, W, C]`` frames and the output is
-      ``sum_dt conv2d(frames shifted by dt, kernel[dt])``.
+    - otherwise the clip is zero-padded in time and cut into kT stride-sliced copies, one per temporal tap ``dt``
+      (``frames shifted by dt``); with at most 128 input channels the copies are stacked along the channel axis,
+      ``[B*T', H, W, kT*C]``, and convolved once with the kernel reshaped to ``[kH, kW, kT*C, O]``; with more, the
+      output is ``sum_dt conv2d(frames shifted by dt, kernel[dt])`` (each copy folded into ``[B*T', H, W, C]``).
 
-    Measured on 2 CPU cores: 2 to 6 times faster than XLA's 3D convolution on C3D / R(2+1)D layers. Any other
+    Measured on 2 CPU cores: 2 to 6 times faster than XLA's 3D convolution on C3D / R(2+1)D layers; stacking the
+    taps makes C3D's gradient about 1.3 times faster again than summing them (its first layer, 3 channels, 4 times). Any other
     case (other layouts, dilation, groups, non-5D input) falls through to ``lax.conv_general_dilated``. Results
     equal the 3D convolution up to float32 rounding (a different summation order). Differentiable; works under
     ``jit`` and ``vmap``.
@@ -95,9 +103,15 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     t_out = (t + lo + hi - kt) // st + 1
     if t_out < 1:
         raise ValueError(f"conv_general_dilated: {t} frames padded by {(lo, hi)} are fewer than the kernel's {kt}")
+    taps = [lax.slice_in_dim(lhs, dt, dt + st * (t_out - 1) + 1, st, axis=1) for dt in range(kt)]
+    if c <= _STACK_MAX_CHANNELS:
+        frames = taps[0] if kt == 1 else jnp.concatenate(taps, axis=-1)
+        kernel = jnp.moveaxis(rhs, 0, 2).reshape(kh, kw, kt * c, rhs.shape[-1])
+        y = lax.conv_general_dilated(frames.reshape(b * t_out, *frames.shape[2:]), kernel, strides[1:], pads[1:],
+                                     **kwargs)
+        return y.reshape(b, t_out, *y.shape[1:])
     out = None
-    for dt in range(kt):
-        frames = lax.slice_in_dim(lhs, dt, dt + st * (t_out - 1) + 1, st, axis=1)
+    for dt, frames in enumerate(taps):
         y = lax.conv_general_dilated(frames.reshape(b * t_out, *frames.shape[2:]), rhs[dt], strides[1:],
                                      pads[1:], **kwargs)
         out = y if out is None else out + y
