@@ -5,6 +5,7 @@ generation takes tens of seconds per model on a 2-core CPU, the forward pass a f
 """
 
 import json
+import re
 
 import flax.linen as nn
 import jax
@@ -148,6 +149,25 @@ def test_conv_general_dilated_equals_3d_conv(xs, ws, strides, padding):
     np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-6 * float(np.abs(r).max()))
     for a, b in zip(go, gr):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_conv_general_dilated_backward_keeps_the_kernel_layout_inside_loops():
+    # JAX's own transpose swaps the kernel's I/O axes in the dimension numbers ("01oi"); XLA's CPU backend runs
+    # such convolutions on a slow path inside loop bodies. The written-out input gradient must not produce them.
+    x = jnp.asarray(_rng(23).standard_normal((2, 3, 5, 4, 5, 3)), jnp.float32)
+    w = jnp.asarray(_rng(24).standard_normal((3, 3, 3, 3, 4)), jnp.float32)
+    dn = ("NDHWC", "DHWIO", "NDHWC")
+
+    def grads(conv):
+        def one(xi):
+            return jax.grad(lambda v: (conv(v, w, (1, 1, 1), ((1, 1),) * 3, dimension_numbers=dn) ** 2).sum())(xi)
+        return jax.jit(lambda xs: jax.lax.map(one, xs))
+
+    ours, ref = grads(models.conv_general_dilated), grads(jax.lax.conv_general_dilated)
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), rtol=1e-4, atol=1e-4)
+    swapped = re.compile(r"dim_labels=\w+_0[0-9]*oi->")  # kernel axes (spatial..., O, I)
+    assert swapped.search(ref.lower(x).compile().as_text())  # the layout this guards against does occur
+    assert not swapped.search(ours.lower(x).compile().as_text())
 
 
 def test_conv_general_dilated_falls_back():
