@@ -146,9 +146,11 @@ def integrated_gradients(steps: int = 50, method: str = "gausslegendre", baselin
     pass of ``steps * B`` clips (captum's ``internal_batch_size=None``), or ``batch_size * B`` clips at a time in a
     ``lax.map`` over chunks to bound memory. ``target=None``: the class predicted for ``video`` itself.
 
-    On CPU, XLA ran the backward pass inside a loop body (``lax.map``) about 3 to 4 times slower than the same
-    work in one stacked pass (measured on this project's 2-core machines), so the default stacks everything; set
-    ``batch_size`` when memory requires it.
+    Stacking everything is the default (one pass, no loop); set ``batch_size`` when memory requires it. On CPU the
+    two cost the same for jaxvx's models (C3D width 1/4, 8 points: 2.66 s stacked, 2.56 s in chunks of one), whose
+    convolutions keep a fast backward inside loop bodies; a model whose convolutions use JAX's own transpose runs
+    its backward pass 3 to 4 times slower inside ``lax.map`` on XLA's CPU backend (see
+    :func:`jaxvx.models.conv_general_dilated`).
     """
     alphas, weights = ig_alphas(steps, method)
     k = _check_batch_size(batch_size, len(alphas))
@@ -190,9 +192,11 @@ def smoothgrad(base: Callable | None = None, n: int = 20, noise: float = 0.1, ba
     kept for every noisy copy. Copies are stacked into the batch axis: all ``n`` in one pass by default, or
     ``batch_size`` at a time in a ``lax.map``.
 
-    On CPU, XLA ran the backward pass inside a loop body (``lax.map``) about 3 to 4 times slower than the same
-    work in one stacked pass (measured on this project's 2-core machines), so the default stacks everything; set
-    ``batch_size`` when memory requires it.
+    Stacking everything is the default (one pass, no loop); set ``batch_size`` when memory requires it. On CPU the
+    two cost the same for jaxvx's models (C3D width 1/4, 8 points: 2.66 s stacked, 2.56 s in chunks of one), whose
+    convolutions keep a fast backward inside loop bodies; a model whose convolutions use JAX's own transpose runs
+    its backward pass 3 to 4 times slower inside ``lax.map`` on XLA's CPU backend (see
+    :func:`jaxvx.models.conv_general_dilated`).
     """
     base = gradient() if base is None else base
     if not callable(base):

@@ -89,7 +89,7 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
     ``T * n_blocks``) and frames among them that do not exceed it (ties) are discarded by a mask. Every masked clip
     is built inside the compiled program from its index and evaluated ``batch_size`` at a time
     (:func:`jaxvx.methods._occlusion.evaluate_many`: ``jax.lax.map`` under ``jit``, so that the whole method is one
-    program; chunks of one cached compiled program when called eagerly, faster on CPU).
+    program; chunks of one cached compiled program when called eagerly).
 
     Args:
         base: a method ``base(forward, video, target, *, key=None) -> map`` (any shape with a leading batch axis,
