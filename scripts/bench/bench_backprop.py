@@ -6,6 +6,8 @@ jitted forward pass of the same model, the peer's time on a PyTorch twin with id
 ``jaxvx.convert.c3d_from_torch``), and jaxvx's time over the peer's. The load average before and after each
 configuration is printed too: the machine may be shared.
 
+Each method and its peer are timed in alternating rounds (jaxvx, peer, jaxvx, peer, ...), best round each.
+
 Usage::
 
     python scripts/bench/bench_backprop.py --sizes small full --batches 1 8 --repeats 3
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import _torch_device as torch_device
 from jaxvx import _torch_twins as twins
 from jaxvx import convert, lrp
 from jaxvx import methods as M
@@ -42,7 +45,7 @@ def jax_methods(steps):
     return {
         "gradient": M.gradient(),
         "gradient_x_input": M.gradient_x_input(),
-        "integrated_gradients": M.integrated_gradients(steps=steps, batch_size=steps),
+        "integrated_gradients": M.integrated_gradients(steps=steps),  # batch_size "auto", as smoothgrad
         "smoothgrad": M.smoothgrad(M.gradient(), n=steps),
         "guided_backprop": M.guided_backprop(),
         "deconvnet": M.deconvnet(),
@@ -90,7 +93,7 @@ def peer_methods(torch, model, steps):
                 with composite.context(model) as modified:
                     out = modified(x)
                     seed = torch.zeros_like(out)
-                    idx = torch.arange(len(t))
+                    idx = torch.arange(len(t), device=t.device)
                     seed[idx, t] = out[idx, t].detach()
                     (rel,) = torch.autograd.grad(out, x, grad_outputs=seed)
                 return rel
@@ -110,16 +113,23 @@ def peer_methods(torch, model, steps):
     return out
 
 
-def best_of(fn, repeats, warmup=True):
-    """Minimum wall time of ``repeats`` calls (after one warm-up call that compiles, if ``warmup``)."""
-    if warmup:
-        fn()
-    times = []
+def alternating_best(calls, repeats, warmup):
+    """Minimum wall time of each call in ``calls`` (name -> fn) over ``repeats`` rounds that call them in turn.
+
+    Alternating jaxvx and its peer inside one loop exposes both to the same spells of a shared machine (its
+    speed varied by up to 2x within an afternoon here), so their ratio is fairer than that of two separate runs.
+    ``warmup``: name -> whether to make one untimed call first (jaxvx: compilation).
+    """
+    for name, fn in calls.items():
+        if warmup.get(name, True):
+            fn()
+    times = {name: [] for name in calls}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def load():
@@ -129,7 +139,8 @@ def load():
         return float("nan")
 
 
-def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_subset=None, peer_warmup=True):
+def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_subset=None, peer_warmup=True,
+               device=None):
     width = SIZES[size]
     num_classes = 101
     rng = np.random.default_rng(0)
@@ -144,6 +155,7 @@ def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_su
                     m.weight.normal_(0, math.sqrt(2 / m.weight[0].numel()))
                     m.bias.normal_(0, 0.01)
         model, variables = convert.c3d_from_torch(tmodel.state_dict(), return_model=True)
+        tmodel = tmodel.to(device)
     else:
         from jaxvx.models import C3D
 
@@ -157,28 +169,38 @@ def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_su
     fwd = jax.jit(lambda v, x: model.apply(v, x))
     rows = []
     load0 = load()
-    t_fwd = best_of(lambda: jax.block_until_ready(fwd(variables, xj)), repeats)
     table = jax_methods(steps)
     peer_fns = peer_methods(torch, tmodel, steps) if (peers and torch is not None) else {}
+    fwd_calls = {"jaxvx": lambda: jax.block_until_ready(fwd(variables, xj))}
     if torch is not None:
-        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3)))
-        tt = torch.as_tensor(target)
-        with torch.no_grad():
-            t_torch_fwd = best_of(lambda: tmodel(xt), repeats)
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))).to(device)
+        tt = torch.as_tensor(target).to(device)
+
+        def torch_forward():
+            with torch.no_grad():
+                return tmodel(xt)
+
+        fwd_calls["peer"] = torch_device.timed(torch, device, torch_forward)
+    fwd_best = alternating_best(fwd_calls, repeats, warmup={})
+    t_fwd, t_torch_fwd = fwd_best["jaxvx"], fwd_best.get("peer")
     for name in names:
         method = table[name]
         f = jax.jit(lambda v, x, t, k, _m=method: _m(functools.partial(model.apply, v), x, t, key=k))
-        t_m = best_of(lambda: jax.block_until_ready(f(variables, xj, tj, key)), repeats)
-        row = {"size": size, "batch": batch, "method": name, "jaxvx_s": t_m, "forward_s": t_fwd,
-               "ratio_forward": t_m / t_fwd}
+        calls = {"jaxvx": lambda: jax.block_until_ready(f(variables, xj, tj, key))}
         if name in peer_fns and (peer_methods_subset is None or name in peer_methods_subset):
             label, pf = peer_fns[name]
             xin = xt.clone().requires_grad_(True)
-            t_p = best_of(lambda: pf(xin, tt), repeats, warmup=peer_warmup)
+            calls["peer"] = torch_device.timed(torch, device, lambda: pf(xin, tt))
+        best = alternating_best(calls, repeats, warmup={"jaxvx": True, "peer": peer_warmup})
+        t_m = best["jaxvx"]
+        row = {"size": size, "batch": batch, "method": name, "jaxvx_s": t_m, "forward_s": t_fwd,
+               "ratio_forward": t_m / t_fwd}
+        if "peer" in best:
+            t_p = best["peer"]
             row.update(peer=label, peer_s=t_p, peer_ratio_forward=t_p / t_torch_fwd, ratio_peer=t_m / t_p)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    return rows, t_fwd, (t_torch_fwd if torch is not None else None), (load0, load())
+    return rows, t_fwd, t_torch_fwd, (load0, load())
 
 
 def main(argv=None):
@@ -191,17 +213,19 @@ def main(argv=None):
     p.add_argument("--no-peers", action="store_true", help="skip zennit and captum")
     p.add_argument("--peer-methods", nargs="+", default=None, help="time the peers only for these methods")
     p.add_argument("--no-peer-warmup", action="store_true", help="time the peers' first call (no warm-up call)")
-    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--json", help="also write the rows to this JSON file (rewritten after each configuration)")
+    torch_device.add_argument(p)
     args = p.parse_args(argv)
     names = args.methods or list(jax_methods(args.steps))
     unknown = sorted(set(names) - set(jax_methods(args.steps)))
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {list(jax_methods(args.steps))}")
-    torch = None
+    torch = device = None
     try:
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
+        device = torch_device.resolve(torch, args.torch_device)
         stubs = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "peers", "_stubs")
         try:
             import torchvision  # noqa: F401
@@ -210,14 +234,14 @@ def main(argv=None):
     except ImportError:
         print("# torch unavailable: no peers, random jaxvx weights", file=sys.stderr)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()})"
-          + (f", torch {torch.__version__}" if torch is not None else ""))
+          f"{os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()}: {jax.devices()[0].device_kind})"
+          + (f", torch {torch.__version__} on {device}" if torch is not None else ""))
     all_rows = []
     for size in args.sizes:
         for batch in args.batches:
             rows, t_fwd, t_tfwd, (l0, l1) = run_config(size, batch, names, args.repeats, args.steps,
                                                       not args.no_peers, torch, args.peer_methods,
-                                                      not args.no_peer_warmup)
+                                                      not args.no_peer_warmup, device)
             all_rows += rows
             tf = f", PyTorch forward {t_tfwd * 1e3:.0f} ms" if t_tfwd is not None else ""
             print(f"\n### C3D {size} (width {SIZES[size]:g}), batch {batch}: jaxvx forward {t_fwd * 1e3:.0f} ms"
@@ -229,9 +253,9 @@ def main(argv=None):
                         f"{r['ratio_peer']:.2f}") if "peer" in r else "- | - | - | -"
                 print(f"| {r['method']} | {r['jaxvx_s'] * 1e3:.0f} | {r['ratio_forward']:.2f} | {peer} |")
             sys.stdout.flush()
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(all_rows, fh, indent=1)
+            if args.json:  # after every configuration, so that a run stopped early keeps what it measured
+                with open(args.json, "w") as fh:
+                    json.dump(all_rows, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import _torch_device as torch_device
 from jaxvx import _torch_twins as twins
 from jaxvx import convert
 from jaxvx.methods import ep3d, step
@@ -40,7 +41,7 @@ from jaxvx.methods import ep3d, step
 AREAS = (0.05, 0.1, 0.15, 0.5)
 
 
-def torch_loop(torch, model, video, target, *, core, iters, warmup=1):
+def torch_loop(torch, model, video, target, *, core, iters, warmup=1, device=None):
     """Li et al.'s per-iteration loop (TorchRay pieces), timed: seconds per iteration."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "peers", "_stubs"))
     from torchray.attribution.extremal_perturbation import MaskGenerator
@@ -49,24 +50,27 @@ def torch_loop(torch, model, video, target, *, core, iters, warmup=1):
     F = torch.nn.functional
     for p in model.parameters():
         p.requires_grad_(False)
-    x = torch.tensor(video.transpose(0, 1, 4, 2, 3)[0])  # [T, C, H, W] frames
+    device = torch.device("cpu") if device is None else device
+    model = model.to(device)
+    x = torch.tensor(video.transpose(0, 1, 4, 2, 3)[0]).to(device)  # [T, C, H, W] frames
     t_len, _, h, w = x.shape
     levels = 8
     with torch.no_grad():
         pyramid = torch.stack([imsmooth(x, sigma=float((1 - s) * 20)) for s in torch.linspace(0, 1, levels)], 1)
-    gen = MaskGenerator((h, w), 7, 11)
+    gen = MaskGenerator((h, w), 7, 11).to(device)
     n_area = len(AREAS)
-    pmask = torch.ones(n_area * t_len, 1, *gen.shape_in, requires_grad=True)
+    pmask = torch.ones(n_area * t_len, 1, *gen.shape_in, device=device, requires_grad=True)
     oh, ow = gen.shape_out
     volume = t_len * oh * ow
     ref = torch.ones(n_area, volume)
     for i, a in enumerate(AREAS):
         ref[i, : int(volume * (1 - a))] = 0
+    ref = ref.to(device)
     kernel = None
     if core:
         v1, v2, v3 = np.meshgrid(np.linspace(-1, 1, 7), np.linspace(-1, 1, 11), np.linspace(-1, 1, 11),
                                  indexing="ij")
-        kernel = torch.from_numpy((np.sqrt(v1 ** 2 + v2 ** 2 + v3 ** 2) <= 1)[None, None]).float()
+        kernel = torch.from_numpy((np.sqrt(v1 ** 2 + v2 ** 2 + v3 ** 2) <= 1)[None, None]).float().to(device)
         topk = [math.ceil(a * volume / int(7 * 121 * 0.5236)) for a in AREAS]
     optimizer = torch.optim.SGD([pmask], lr=0.05, momentum=0.9, dampening=0.9)
     lam = 300.0
@@ -97,18 +101,21 @@ def torch_loop(torch, model, video, target, *, core, iters, warmup=1):
         pmask.data = pmask.data.clamp(0, 1)
         lam *= 1.0008668
 
+    sync = torch_device.timed(torch, device, lambda: None)
     for _ in range(warmup):
         iteration()
+    sync()
     t0 = time.perf_counter()
     for _ in range(iters):
         iteration()
+    sync()
     return (time.perf_counter() - t0) / iters
 
 
-def jax_times(method_factory, forward, video, target, iters):
+def jax_times(method_factory, forward, video, target, iters, loops=("python", "scan")):
     """(compile + first run, seconds per iteration) of a jaxvx method, for each loop mode."""
     out = {}
-    for loop in ("python", "scan"):
+    for loop in loops:
         method = method_factory(AREAS, max_iter=iters, loop=loop)
         t0 = time.perf_counter()
         jax.block_until_ready(method(forward, video, target))
@@ -127,14 +134,20 @@ def main():
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--iters", type=int, default=3, help="timed iterations (scaled to 1000)")
+    parser.add_argument("--torch-iters", type=int, default=None, help="timed iterations of the PyTorch loop "
+                        "(default: --iters); on a GPU time jaxvx over all 1000 and PyTorch over fewer")
     parser.add_argument("--methods", nargs="+", default=["step", "ep3d"], choices=("step", "ep3d"))
+    parser.add_argument("--loops", nargs="+", default=["python", "scan"], choices=("python", "scan"))
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--json", help="also write the rows to this JSON file (rewritten after each method)")
+    torch_device.add_argument(parser)
     args = parser.parse_args()
 
     import torch
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
+    device = torch_device.resolve(torch, args.torch_device)
     if args.model == "r2plus1d":
         tm = twins.r2plus1d_18(torch, 10, args.width)
         model, variables = convert.r2plus1d_from_torch(tm.state_dict(), return_model=True)
@@ -151,23 +164,28 @@ def main():
     for name in args.methods:
         result = {"method": name, "model": args.model, "width": args.width, "clip": [args.frames, args.size],
                   "areas": list(AREAS), "timed_iters": args.iters, "backend": jax.default_backend(),
-                  "device": str(jax.devices()[0]), "cpus": os.cpu_count(), "machine": platform.platform(),
+                  "device": str(jax.devices()[0]), "torch_device": str(device), "cpus": os.cpu_count(),
+                  "machine": platform.platform(),
                   "date": time.strftime("%Y-%m-%d"), "load_before": os.getloadavg()[0]}
-        result["jaxvx"] = jax_times(factories[name], forward, x, jnp.array([target]), args.iters)
+        result["jaxvx"] = jax_times(factories[name], forward, x, jnp.array([target]), args.iters, args.loops)
         if not args.no_torch:
-            result["torch_per_iter_s"] = torch_loop(torch, tm, video, target, core=name == "step", iters=args.iters)
+            result["torch_per_iter_s"] = torch_loop(torch, tm, video, target, core=name == "step",
+                                                    iters=args.torch_iters or args.iters, device=device)
         result["load_after"] = os.getloadavg()[0]
-        print(json.dumps(result))
+        print(json.dumps(result), flush=True)
         rows.append(result)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
     print()
     print("| method | model | jaxvx python loop (s / clip) | jaxvx scan (s / clip) | PyTorch loop (s / clip) | "
           "speed-up (best jaxvx) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        py, sc = (r["jaxvx"][k]["per_iter_s"] * 1000 for k in ("python", "scan"))
+        py, sc = (r["jaxvx"][k]["per_iter_s"] * 1000 if k in r["jaxvx"] else float("nan") for k in ("python", "scan"))
         th = r.get("torch_per_iter_s", float("nan")) * 1000
-        print(f"| {r['method']} | {r['model']} x{r['width']} | {py:.0f} | {sc:.0f} | {th:.0f} | "
-              f"{th / min(py, sc):.2f} |")
+        print(f"| {r['method']} | {r['model']} x{r['width']} | {py:.1f} | {sc:.1f} | {th:.1f} | "
+              f"{th / np.nanmin([py, sc]):.2f} |")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import _torch_device as torch_device
 from jaxvx import _torch_twins as twins
 from jaxvx import convert
 from jaxvx.methods import gradient, tsr
@@ -67,6 +68,8 @@ def main():
                         help="masked clips timed for each loop, scaled to all calls (0: time them all)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; each implementation's best counts")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--json", help="also write the result to this JSON file")
+    torch_device.add_argument(parser)
     args = parser.parse_args()
 
     import torch
@@ -74,6 +77,7 @@ def main():
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
+    device = torch_device.resolve(torch, args.torch_device)
     t_len, size, block = args.frames, args.size, args.block
     tm = twins.c3d(torch, 10, args.width, frames=t_len, size=size)
     model, variables = convert.c3d_from_torch(tm.state_dict(), return_model=True)
@@ -88,6 +92,7 @@ def main():
     result = {"frames": t_len, "size": size, "block": block, "n_blocks": n_blocks, "selected_frames": k,
               "base_calls": calls, "width": args.width, "batch_size": args.batch_size,
               "backend": jax.default_backend(), "device": str(jax.devices()[0]), "cpus": os.cpu_count(),
+              "torch_device": str(device),
               "machine": platform.platform(), "date": time.strftime("%Y-%m-%d"),
               "load_before": os.getloadavg()[0]}
 
@@ -116,15 +121,16 @@ def main():
             np.abs(actual - np.asarray(jbase(jnp.asarray(masked), tgt))).sum()
 
     if not args.no_torch:
+        tm = tm.to(device)
         saliency = Saliency(tm)
-        xt = torch.tensor(video.transpose(0, 4, 1, 2, 3))
-        actual_t = saliency.attribute(xt, target=target).numpy()
+        xt = torch.tensor(video.transpose(0, 4, 1, 2, 3)).to(device)
+        actual_t = saliency.attribute(xt, target=target).cpu().numpy()
 
-        def loop_b():
+        def loop_b():  # .cpu() waits for the device, as the papers' loops did when they read each map back
             for t, rows, cols in masks:
                 masked = xt.clone()
                 masked[0, :, t, rows, cols] = 0.0
-                np.abs(actual_t - saliency.attribute(masked, target=target).numpy()).sum()
+                np.abs(actual_t - saliency.attribute(masked, target=target).cpu().numpy()).sum()
 
     # rounds alternate the implementations, so that a slow spell of a shared machine hits them alike; each
     # implementation's best round counts
@@ -152,6 +158,9 @@ def main():
         result["loop_b_s"] = result["loop_b_per_call_s"] * calls
     result["load_after"] = os.getloadavg()[0]
     print(json.dumps(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
     print()
     print(f"TSR two-step, {t_len} x {size} x {size}, {block} x {block} blocks ({calls} base calls), C3D width "
           f"{args.width}, {result['backend']} ({result['cpus']} CPUs)")
