@@ -10,7 +10,8 @@ import pytest
 
 from _nets import MLP
 from jaxvx import methods
-from jaxvx.methods._gradient import ig_alphas, points_per_pass
+from jaxvx.methods._common import points_per_pass
+from jaxvx.methods._gradient import ig_alphas
 from jaxvx.models import Flatten, MaxPool3D, ReLU
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxvx import _intercept as I
 from jaxvx.lrp._pool import fast_max_pools
-from jaxvx.methods._common import check_video, resolve_target
+from jaxvx.methods._common import check_batch_size, check_video, points_per_pass, resolve_target
 from jaxvx.models import ReLU
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "deconvnet",
     "IG_METHODS",
     "ig_alphas",
-    "points_per_pass",
 ]
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -122,29 +121,6 @@ def ig_alphas(steps: int, method: str = "gausslegendre") -> tuple[np.ndarray, np
     return a, w
 
 
-def _check_batch_size(batch_size):
-    if batch_size is None or batch_size == "auto":
-        return batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, None or 'auto', got {batch_size!r}")
-    return batch_size
-
-
-def points_per_pass(batch_size, n: int) -> int:
-    """How many of ``n`` points (path points, noisy copies) one forward/backward pass takes.
-
-    ``None``: all ``n``; an int: at most that many; ``"auto"``: one on the CPU backend, all ``n`` elsewhere.
-    On XLA's CPU backend a pass of ``k`` stacked clips costs more than ``k`` passes of one clip (C3D on 2 cores,
-    integrated gradients with 8 points: 1.3 times for the full C3D, 1.1 times at width 1/4); a GPU or TPU needs
-    the stacked batch to fill the device.
-    """
-    if batch_size is None:
-        return n
-    if batch_size == "auto":
-        return 1 if jax.default_backend() == "cpu" else n
-    return min(batch_size, n)
-
-
 def _map_chunks(fn, xs, chunks):
     """``sum_i fn(xs[i])`` over the leading axis: a direct call for one chunk, a ``lax.map`` otherwise."""
     if chunks == 1:
@@ -170,7 +146,7 @@ def integrated_gradients(steps: int = 50, method: str = "gausslegendre", baselin
     :func:`jaxvx.models.conv_general_dilated`): pass ``batch_size=None`` for such a model.
     """
     alphas_all, weights_all = ig_alphas(steps, method)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
 
     def attribution(forward, video, target=None, *, key=None):
         k = points_per_pass(batch_size, len(alphas_all))
@@ -224,7 +200,7 @@ def smoothgrad(base: Callable | None = None, n: int = 20, noise: float = 0.1, ba
         raise ValueError(f"n: expected a positive int, got {n!r}")
     if not isinstance(noise, (int, float)) or noise < 0:
         raise ValueError(f"noise: expected a number >= 0, got {noise!r}")
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
 
     def method(forward, video, target=None, *, key=None):
         k = points_per_pass(batch_size, n)

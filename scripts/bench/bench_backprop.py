@@ -44,6 +44,7 @@ LOW, HIGH = -1.0, 1.0
 def jax_methods(steps):
     return {
         "gradient": M.gradient(),
+        "gradient_chunked": M.chunked(M.gradient(), "auto"),  # one clip per pass on CPU (the batch at batch 1)
         "gradient_x_input": M.gradient_x_input(),
         "integrated_gradients": M.integrated_gradients(steps=steps),  # batch_size "auto", as smoothgrad
         "smoothgrad": M.smoothgrad(M.gradient(), n=steps),
@@ -66,6 +67,7 @@ def peer_methods(torch, model, steps):
                                  LayerAttribution, LayerGradCam, NoiseTunnel, Saliency)
 
         out["gradient"] = ("captum", lambda x, t: Saliency(model).attribute(x, target=t, abs=False))
+        out["gradient_chunked"] = out["gradient"]
         out["gradient_x_input"] = ("captum", lambda x, t: InputXGradient(model).attribute(x, target=t))
         out["integrated_gradients"] = ("captum", lambda x, t: IntegratedGradients(model).attribute(
             x, baselines=0.0, target=t, n_steps=steps, internal_batch_size=steps * x.shape[0]))
