@@ -170,6 +170,30 @@ def test_conv_general_dilated_backward_keeps_the_kernel_layout_inside_loops():
     assert not swapped.search(ours.lower(x).compile().as_text())
 
 
+def test_conv_rewrite_is_for_the_cpu_backend_and_can_be_forced(monkeypatch):
+    # "auto" rewrites on CPU only (GPU / TPU compilers have native 3D convolutions); the environment variable
+    # forces either form, and both give lax's result
+    x = jnp.asarray(_rng(25).standard_normal((1, 4, 5, 5, 2)), jnp.float32)
+    w = jnp.asarray(_rng(26).standard_normal((3, 3, 3, 2, 3)), jnp.float32)
+
+    def conv_ranks():  # spatial rank + 2 of every convolution in the lowered program
+        text = jax.jit(lambda a, b: models.conv_general_dilated(
+            a, b, (1, 1, 1), "SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))).lower(x, w).as_text()
+        return {len(m.split(",")) for m in re.findall(r"stablehlo\.convolution.*?dim_numbers = \[([^\]]*)\]", text)}
+
+    ref = jax.lax.conv_general_dilated(x, w, (1, 1, 1), "SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    monkeypatch.delenv(models._layers.REWRITE_ENV, raising=False)
+    assert models.rewrites_3d_convs() == (jax.default_backend() == "cpu")
+    for mode, ranks in (("always", {4}), ("never", {5})):
+        monkeypatch.setenv(models._layers.REWRITE_ENV, mode)
+        assert conv_ranks() == ranks
+        out = models.conv_general_dilated(x, w, (1, 1, 1), "SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv(models._layers.REWRITE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="JAXVX_CONV_REWRITE"):
+        models.rewrites_3d_convs()
+
+
 def test_conv_general_dilated_falls_back():
     # channels-first layout and dilation are not rewritten: still lax's result
     x = _rng(21).standard_normal((1, 2, 5, 6, 6)).astype(np.float32)

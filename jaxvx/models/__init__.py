@@ -37,6 +37,7 @@ from jaxvx.models._layers import (
     Sum,
     TemporalMean,
     conv_general_dilated,
+    rewrites_3d_convs,
 )
 from jaxvx.models._lstm import CNNLSTM, LSTM, VGG16, InputCellAttention, LSTMClassifier, SmallCNN
 from jaxvx.models._r2plus1d import BasicBlock, Conv2Plus1D, R2Plus1D18, midplanes
@@ -69,6 +70,7 @@ __all__ = [
     "GlobalAvgPool",
     "TemporalMean",
     "conv_general_dilated",
+    "rewrites_3d_convs",
     # utilities
     "fold_batchnorm",
     "ARCHITECTURES",

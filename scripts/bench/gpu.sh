@@ -7,7 +7,8 @@
 # by its time limit keeps what it wrote. Stages (seconds on an H100/H200-class GPU are estimates until measured):
 #   backprop:      bench_backprop.py, full and small C3D at batch 1 and 8, every method against captum / zennit
 #                  with the PyTorch twin on the same GPU (targets: gradient <= 3.5x forward, deep Taylor <= 4.5x,
-#                  every method faster than its peer)
+#                  every method faster than its peer); then the full C3D with JAXVX_CONV_REWRITE=always (the
+#                  CPU's convolution form) against the native 3D convolutions used on GPUs
 #   perturbation:  bench_tsr.py with the paper's 10 x 10 blocks (2047 base calls; target: >= 20x faster than
 #                  loop (a), seconds per video) and bench_extremal.py, EP-3D and STEP on the full R(2+1)D-18 at
 #                  16 x 112 x 112, 4 areas, all 1000 iterations in one lax.scan (target: < 30 s per clip)
@@ -52,6 +53,11 @@ if [[ "$stage" == backprop || "$stage" == all ]]; then
   if (( left > 30 )); then
     run_stage backprop_small "$left" python3 "$here/bench_backprop.py" --sizes small --batches 1 8 --repeats 5 \
       --json "$out/backprop_small.json"
+  fi
+  left=$((budget - (SECONDS - t0)))
+  if (( left > 30 )); then  # the CPU's 3D-as-2D convolution rewrite on this GPU, against the native convolutions
+    JAXVX_CONV_REWRITE=always run_stage backprop_rewrite "$left" python3 "$here/bench_backprop.py" --sizes full \
+      --batches 8 --methods gradient deep_taylor --no-peers --repeats 5 --json "$out/backprop_rewrite.json"
   fi
 fi
 if [[ "$stage" == perturbation || "$stage" == all ]]; then
