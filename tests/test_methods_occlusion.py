@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxvx.methods import broadcast_frames, frame_masking, occlusion
+from jaxvx.methods._occlusion import resolve_batch_size
 
 
 class TinyNet(nn.Module):
@@ -137,3 +138,14 @@ def test_bad_arguments(setup):
         occlusion()(forward, video[0], None)
     with pytest.raises(ValueError, match="scores"):
         broadcast_frames(jnp.zeros(3), video)
+    for bad in (0, 2.5, "all", None):
+        with pytest.raises(ValueError, match="batch_size"):
+            occlusion(batch_size=bad)
+        with pytest.raises(ValueError, match="batch_size"):
+            frame_masking(batch_size=bad)
+
+
+def test_auto_batch_size():
+    """"auto": one masked clip per forward call on the CPU backend, 16 on an accelerator; ints pass through."""
+    assert resolve_batch_size("auto") == (1 if jax.default_backend() == "cpu" else 16)
+    assert resolve_batch_size(5) == 5

@@ -84,7 +84,26 @@ def jit_forward(forward, video):
     return forward(video)
 
 
-def evaluate_many(one: Callable, settings: tuple, n: int, args, batch_size: int):
+AUTO_BATCH_ACCELERATOR = 16
+
+
+def check_occlusion_batch_size(batch_size):
+    """``batch_size`` if it is a positive int or ``"auto"``, else a ValueError naming it."""
+    if batch_size == "auto":
+        return batch_size
+    return check_positive_int("batch_size", batch_size)
+
+
+def resolve_batch_size(batch_size) -> int:
+    """Masked clips per ``forward`` call: ``batch_size`` itself, or for ``"auto"`` one on the CPU backend (a pass
+    of one clip is faster there: C3D width 1/4, 64 occlusion windows at 16 x 112 x 112 on 2 cores, 5.6 to 6.1 s
+    against 6.8 to 8.1 s with 16 per call) and 16 on a GPU or TPU."""
+    if batch_size == "auto":
+        return 1 if jax.default_backend() == "cpu" else AUTO_BATCH_ACCELERATOR
+    return batch_size
+
+
+def evaluate_many(one: Callable, settings: tuple, n: int, args, batch_size: int | str):
     """``[one(i, args, settings) for i in range(n)]`` stacked along a new leading axis, without a Python loop per i.
 
     ``one`` is a module-level function and ``settings`` a hashable tuple (the model's ``forward``, the base
@@ -99,7 +118,7 @@ def evaluate_many(one: Callable, settings: tuple, n: int, args, batch_size: int)
       models write that backward out (:func:`jaxvx.models.conv_general_dilated`) and run as fast in the loop, so
       for them the jitted program is as fast as the eager chunks or faster; for other models call eagerly on CPU.
     """
-    size = max(1, min(batch_size, n))
+    size = max(1, min(resolve_batch_size(batch_size), n))
     if _is_traced(args):
         return jax.lax.map(lambda i: one(i, args, settings), jnp.arange(n), batch_size=size)
     outs = [_chunk(one, settings, jnp.asarray(np.minimum(np.arange(start, start + size), n - 1), jnp.int32), args)
@@ -143,7 +162,7 @@ def _spread(drops, mats):
 
 
 def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] | int | None = None,
-              baseline: float | jax.Array = 0.0, *, score: str = "logit", batch_size: int = 16) -> Callable:
+              baseline: float | jax.Array = 0.0, *, score: str = "logit", batch_size: int | str = "auto") -> Callable:
     """Sliding occlusion over time and space with captum's ``Occlusion`` semantics.
 
     A window of ``T' x H' x W'`` elements (all channels) slides over the clip with ``stride``; along each axis of
@@ -161,7 +180,8 @@ def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] |
             example per-channel means, or a blurred copy of the clip). Default 0 (the mean of a normalised clip).
         score: what the drop is measured on: ``"logit"`` (captum's choice: the model's output), ``"prob"`` (softmax
             probability) or ``"accuracy"`` (1 if the argmax is the target, else 0).
-        batch_size: occluded clips evaluated per ``forward`` call (memory bound; see :func:`evaluate_many`).
+        batch_size: occluded clips evaluated per ``forward`` call (memory bound; see :func:`evaluate_many`);
+            ``"auto"`` (default): 1 on the CPU backend, 16 elsewhere (:func:`resolve_batch_size`).
 
     Returns:
         ``method(forward, video, target=None, *, key=None) -> relevance`` float32 ``[B, T, H, W]`` (the same value
@@ -171,7 +191,7 @@ def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] |
     window = _triple("window", window)
     stride = window if stride is None else _triple("stride", stride)
     _check_score(score)
-    check_positive_int("batch_size", batch_size)
+    check_occlusion_batch_size(batch_size)
 
     def method(forward, video, target=None, *, key=None):
         del key
@@ -187,7 +207,7 @@ def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] |
 
 
 def frame_masking(width: int = 1, *, stride: int = 1, baseline: float | jax.Array = 0.0, score: str = "logit",
-                  batch_size: int = 16) -> Callable:
+                  batch_size: int | str = "auto") -> Callable:
     """The time contribution of each frame (Jayawardhana et al.): mask runs of frames, measure the score's change.
 
     A run of ``width`` consecutive frames (every pixel and channel) is replaced by ``baseline``; runs start every
@@ -202,7 +222,8 @@ def frame_masking(width: int = 1, *, stride: int = 1, baseline: float | jax.Arra
         baseline: the masking value, a scalar or an array broadcastable to ``[B, T, H, W, C]``; default 0.
         score: ``"logit"`` (default), ``"prob"`` (softmax probability) or ``"accuracy"`` (whether the argmax is the
             target: 1 - 1[masked clip still correct], a frame is important when masking it flips the decision).
-        batch_size: masked clips per ``forward`` call (see :func:`evaluate_many`).
+        batch_size: masked clips per ``forward`` call (see :func:`evaluate_many`); ``"auto"`` (default): 1 on the CPU
+            backend, 16 elsewhere.
 
     Returns:
         ``method(forward, video, target=None, *, key=None) -> scores`` float32 ``[B, T]``; use
@@ -211,7 +232,7 @@ def frame_masking(width: int = 1, *, stride: int = 1, baseline: float | jax.Arra
     check_positive_int("width", width)
     check_positive_int("stride", stride)
     _check_score(score)
-    check_positive_int("batch_size", batch_size)
+    check_occlusion_batch_size(batch_size)
 
     def method(forward, video, target=None, *, key=None):
         del key
