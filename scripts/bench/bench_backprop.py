@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
+from _timing import alternating_best
 from jaxvx import _torch_twins as twins
 from jaxvx import convert, lrp
 from jaxvx import methods as M
@@ -113,25 +114,6 @@ def peer_methods(torch, model, steps):
     except ImportError as e:  # pragma: no cover
         print(f"# zennit unavailable: {e}", file=sys.stderr)
     return out
-
-
-def alternating_best(calls, repeats, warmup):
-    """Minimum wall time of each call in ``calls`` (name -> fn) over ``repeats`` rounds that call them in turn.
-
-    Alternating jaxvx and its peer inside one loop exposes both to the same spells of a shared machine (its
-    speed varied by up to 2x within an afternoon here), so their ratio is fairer than that of two separate runs.
-    ``warmup``: name -> whether to make one untimed call first (jaxvx: compilation).
-    """
-    for name, fn in calls.items():
-        if warmup.get(name, True):
-            fn()
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: min(ts) for name, ts in times.items()}
 
 
 def load():

@@ -9,7 +9,8 @@
 #   backprop:      bench_backprop.py, full and small C3D at batch 1 and 8, every method against captum / zennit
 #                  with the PyTorch twin on the same GPU (targets: gradient <= 3.5x forward, deep Taylor <= 4.5x,
 #                  every method faster than its peer); then the full C3D with JAXVX_CONV_REWRITE=always (the
-#                  CPU's convolution form) against the native 3D convolutions used on GPUs
+#                  CPU's convolution form) against the native 3D convolutions used on GPUs, and bench_convs.py
+#                  (C3D's convolutions one by one against PyTorch's)
 #   perturbation:  bench_tsr.py with the paper's 10 x 10 blocks (2047 base calls, jaxvx timed on all of them,
 #                  the loops on 256 and scaled; target: >= 20x faster than loop (a), seconds per video), then
 #                  bench_extremal.py, EP-3D and STEP on the full R(2+1)D-18 at 16 x 112 x 112, 4 areas, all 1000
@@ -72,6 +73,10 @@ if [[ "$stage" == backprop || "$stage" == all ]]; then
   if (( left > 30 )); then  # the CPU's 3D-as-2D convolution rewrite on this GPU, against the native convolutions
     JAXVX_CONV_REWRITE=always run_stage backprop_rewrite "$left" python3 "$here/bench_backprop.py" --sizes full \
       --batches 8 --methods gradient deep_taylor --no-peers --repeats 5 --json "$out/backprop_rewrite.json"
+  fi
+  left=$((budget - (SECONDS - t0)))
+  if (( left > 20 )); then  # C3D's convolutions one by one: XLA's against cuDNN's through PyTorch
+    run_stage convs "$left" python3 "$here/bench_convs.py" --width 1 --batch 8 --repeats 5 --json "$out/convs.json"
   fi
 fi
 exit $status
