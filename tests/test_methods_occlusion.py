@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from jaxvx.methods import broadcast_frames, frame_masking, occlusion
-from jaxvx.methods._occlusion import resolve_batch_size
+from jaxvx.methods._common import points_per_pass
+from jaxvx.methods._occlusion import AUTO_BATCH_ACCELERATOR
 
 
 class TinyNet(nn.Module):
@@ -147,5 +148,6 @@ def test_bad_arguments(setup):
 
 def test_auto_batch_size():
     """"auto": one masked clip per forward call on the CPU backend, 16 on an accelerator; ints pass through."""
-    assert resolve_batch_size("auto") == (1 if jax.default_backend() == "cpu" else 16)
-    assert resolve_batch_size(5) == 5
+    assert AUTO_BATCH_ACCELERATOR == 16
+    assert points_per_pass("auto", 64, AUTO_BATCH_ACCELERATOR) == (1 if jax.default_backend() == "cpu" else 16)
+    assert points_per_pass(5, 64, AUTO_BATCH_ACCELERATOR) == 5

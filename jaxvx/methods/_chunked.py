@@ -7,7 +7,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxvx.methods._common import check_batch_size, check_video, points_per_pass
+from jaxvx.methods._common import check_batch_size, check_video, points_per_pass, resolve_target
 
 __all__ = ["chunked"]
 
@@ -46,11 +46,7 @@ def chunked(method: Callable, batch_size: int | str | None = "auto") -> Callable
         if k >= b:
             return method(forward, video, target, key=key)
         if target is not None:
-            target = jnp.asarray(target)
-            if target.ndim == 0:
-                target = jnp.broadcast_to(target, (b,))
-            if target.shape != (b,):
-                raise ValueError(f"target must have shape [B] = ({b},), got {tuple(target.shape)}")
+            target = resolve_target(jnp.zeros((b, 1)), target)  # checked against the batch, as [B] int32
         n = -(-b // k)
         pad = n * k - b
 

@@ -63,19 +63,22 @@ def select(logits: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
 
 
-def check_batch_size(batch_size):
-    """``batch_size`` if it is a positive int, ``None`` or ``"auto"``, else a ValueError naming it."""
-    if batch_size is None or batch_size == "auto":
+def check_batch_size(batch_size, *, allow_none: bool = True):
+    """``batch_size`` if it is a positive int, ``"auto"`` or (with ``allow_none``) ``None``, else a ValueError
+    naming it."""
+    if batch_size == "auto" or (allow_none and batch_size is None):
         return batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, None or 'auto', got {batch_size!r}")
+        choices = "a positive int, None or 'auto'" if allow_none else "a positive int or 'auto'"
+        raise ValueError(f"batch_size: expected {choices}, got {batch_size!r}")
     return batch_size
 
 
-def points_per_pass(batch_size, n: int) -> int:
-    """How many of ``n`` items (path points, noisy copies, clips) one forward/backward pass takes.
+def points_per_pass(batch_size, n: int, accelerator: int | None = None) -> int:
+    """How many of ``n`` items (path points, noisy copies, clips, masked clips) one forward/backward pass takes.
 
-    ``None``: all ``n``; an int: at most that many; ``"auto"``: one on the CPU backend, all ``n`` elsewhere.
+    ``None``: all ``n``; an int: at most that many; ``"auto"``: one on the CPU backend, elsewhere all ``n`` (at
+    most ``accelerator`` when given, for methods with too many items to stack them all).
     On XLA's CPU backend a pass of ``k`` stacked clips costs more than ``k`` passes of one clip (C3D on 2 cores,
     integrated gradients with 8 points or the gradient of 8 clips: 1.15 to 1.3 times for the full C3D, 1.1 times
     at width 1/4); a GPU or TPU needs the stacked batch to fill the device.
@@ -83,5 +86,7 @@ def points_per_pass(batch_size, n: int) -> int:
     if batch_size is None:
         return n
     if batch_size == "auto":
-        return 1 if jax.default_backend() == "cpu" else n
+        if jax.default_backend() == "cpu":
+            return 1
+        return n if accelerator is None else min(accelerator, n)
     return min(batch_size, n)

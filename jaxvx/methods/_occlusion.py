@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx.methods._common import check_positive_int, check_video, resolve_target, select
+from jaxvx.methods._common import (check_batch_size, check_positive_int, check_video, points_per_pass, resolve_target,
+                                  select)
 
 __all__ = ["occlusion", "frame_masking", "broadcast_frames", "SCORES"]
 
@@ -84,23 +85,10 @@ def jit_forward(forward, video):
     return forward(video)
 
 
+# Masked clips per forward call for batch_size="auto" on a GPU or TPU; on the CPU backend "auto" is one clip, which
+# is faster there (C3D width 1/4, 64 occlusion windows at 16 x 112 x 112 on 2 cores: 5.6 to 6.1 s against 6.8 to
+# 8.1 s with 16 per call). See jaxvx.methods._common.points_per_pass.
 AUTO_BATCH_ACCELERATOR = 16
-
-
-def check_occlusion_batch_size(batch_size):
-    """``batch_size`` if it is a positive int or ``"auto"``, else a ValueError naming it."""
-    if batch_size == "auto":
-        return batch_size
-    return check_positive_int("batch_size", batch_size)
-
-
-def resolve_batch_size(batch_size) -> int:
-    """Masked clips per ``forward`` call: ``batch_size`` itself, or for ``"auto"`` one on the CPU backend (a pass
-    of one clip is faster there: C3D width 1/4, 64 occlusion windows at 16 x 112 x 112 on 2 cores, 5.6 to 6.1 s
-    against 6.8 to 8.1 s with 16 per call) and 16 on a GPU or TPU."""
-    if batch_size == "auto":
-        return 1 if jax.default_backend() == "cpu" else AUTO_BATCH_ACCELERATOR
-    return batch_size
 
 
 def evaluate_many(one: Callable, settings: tuple, n: int, args, batch_size: int | str):
@@ -118,7 +106,7 @@ def evaluate_many(one: Callable, settings: tuple, n: int, args, batch_size: int 
       models write that backward out (:func:`jaxvx.models.conv_general_dilated`) and run as fast in the loop, so
       for them the jitted program is as fast as the eager chunks or faster; for other models call eagerly on CPU.
     """
-    size = max(1, min(resolve_batch_size(batch_size), n))
+    size = max(1, points_per_pass(batch_size, n, AUTO_BATCH_ACCELERATOR))
     if _is_traced(args):
         return jax.lax.map(lambda i: one(i, args, settings), jnp.arange(n), batch_size=size)
     outs = [_chunk(one, settings, jnp.asarray(np.minimum(np.arange(start, start + size), n - 1), jnp.int32), args)
@@ -181,7 +169,7 @@ def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] |
         score: what the drop is measured on: ``"logit"`` (captum's choice: the model's output), ``"prob"`` (softmax
             probability) or ``"accuracy"`` (1 if the argmax is the target, else 0).
         batch_size: occluded clips evaluated per ``forward`` call (memory bound; see :func:`evaluate_many`);
-            ``"auto"`` (default): 1 on the CPU backend, 16 elsewhere (:func:`resolve_batch_size`).
+            ``"auto"`` (default): 1 on the CPU backend, 16 elsewhere (:data:`AUTO_BATCH_ACCELERATOR`).
 
     Returns:
         ``method(forward, video, target=None, *, key=None) -> relevance`` float32 ``[B, T, H, W]`` (the same value
@@ -191,7 +179,7 @@ def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] |
     window = _triple("window", window)
     stride = window if stride is None else _triple("stride", stride)
     _check_score(score)
-    check_occlusion_batch_size(batch_size)
+    check_batch_size(batch_size, allow_none=False)
 
     def method(forward, video, target=None, *, key=None):
         del key
@@ -232,7 +220,7 @@ def frame_masking(width: int = 1, *, stride: int = 1, baseline: float | jax.Arra
     check_positive_int("width", width)
     check_positive_int("stride", stride)
     _check_score(score)
-    check_occlusion_batch_size(batch_size)
+    check_batch_size(batch_size, allow_none=False)
 
     def method(forward, video, target=None, *, key=None):
         del key
