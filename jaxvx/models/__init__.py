@@ -10,7 +10,8 @@ train=False)``):
 
 Layers: convolutions and dense layers are ``flax.linen.Conv`` / ``flax.linen.Dense``. Every 3D conv computes with
 :func:`conv_general_dilated` (its ``conv_general_dilated`` attribute): ``lax.conv_general_dilated``'s result,
-run as 2D convolutions, which XLA's CPU backend does 2 to 6 times faster; a rule that re-applies a conv with
+on the CPU by oneDNN's kernels (or as 2D convolutions, which XLA's CPU backend does 2 to 6 times faster than its
+3D ones; :func:`conv_form`); a rule that re-applies a conv with
 modified weights can call ``module.conv_general_dilated or lax.conv_general_dilated`` to keep that. BatchNorm is
 ``flax.linen.BatchNorm`` (inference mode unless ``train=True``); every parameter-free operation an explanation rule
 must see is one of the Modules exported here: :class:`ReLU`, :class:`MaxPool3D` / :class:`MaxPool2D` (both
@@ -37,7 +38,7 @@ from jaxvx.models._layers import (
     Sum,
     TemporalMean,
     conv_general_dilated,
-    rewrites_3d_convs,
+    conv_form,
 )
 from jaxvx.models._lstm import CNNLSTM, LSTM, VGG16, InputCellAttention, LSTMClassifier, SmallCNN
 from jaxvx.models._r2plus1d import BasicBlock, Conv2Plus1D, R2Plus1D18, midplanes
@@ -70,7 +71,7 @@ __all__ = [
     "GlobalAvgPool",
     "TemporalMean",
     "conv_general_dilated",
-    "rewrites_3d_convs",
+    "conv_form",
     # utilities
     "fold_batchnorm",
     "ARCHITECTURES",

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxvx.models import _onednn
+
 __all__ = [
     "ReLU",
     "MaxPool",
@@ -33,7 +35,7 @@ __all__ = [
     "TemporalMean",
     "scaled",
     "conv_general_dilated",
-    "rewrites_3d_convs",
+    "conv_form",
 ]
 
 
@@ -49,51 +51,59 @@ _NDHWC = ("NDHWC", "DHWIO", "NDHWC")
 # 512-channel layers the two forms are level.
 _STACK_MAX_CHANNELS = 128
 _NHWC = ("NHWC", "HWIO", "NHWC")
-REWRITE_ENV = "JAXVX_CONV_REWRITE"
-REWRITE_CHOICES = ("auto", "always", "never")
+CONV_ENV = "JAXVX_CONV"
+CONV_FORMS = ("onednn", "rewrite", "lax")
 
 
-def rewrites_3d_convs() -> bool:
-    """Whether :func:`conv_general_dilated` runs 3D convolutions as 2D ones in the program being traced.
+def conv_form() -> str:
+    """How :func:`conv_general_dilated` computes the 3D convolutions of the program being traced.
 
-    ``auto`` (default): on the CPU backend only, where XLA's 3D convolutions are slow and the rewrite measured 2 to
-    6 times faster; GPU and TPU compilers have native 3D convolutions (cuDNN's on NVIDIA GPUs), so there the
-    layer is ``lax.conv_general_dilated`` itself. The environment variable ``JAXVX_CONV_REWRITE`` = ``always`` /
-    ``never`` overrides this (read when a program is traced), for measuring both forms on one machine.
+    - ``"onednn"``: oneDNN's kernels as XLA custom calls (:mod:`jaxvx.models._onednn`; CPU backend only);
+    - ``"rewrite"``: as 2D convolutions XLA runs (its CPU backend's 3D convolutions are 2 to 6 times slower);
+    - ``"lax"``: ``lax.conv_general_dilated`` itself, XLA's native 3D convolution (cuDNN's on NVIDIA GPUs).
+
+    The environment variable ``JAXVX_CONV`` (read when a program is traced) picks one; ``auto`` (default) means
+    ``onednn`` on the CPU backend where jaxvx's oneDNN library loaded (forward and input gradient 1.4 times faster
+    than the rewrite on C3D, 2 cores), else ``rewrite`` on CPU, and ``lax`` on GPU and TPU. Asking for ``onednn``
+    off the CPU backend or without the library raises ``RuntimeError``.
     """
-    mode = os.environ.get(REWRITE_ENV, "auto").strip().lower() or "auto"
-    if mode not in REWRITE_CHOICES:
-        raise ValueError(f"{REWRITE_ENV}: expected one of {REWRITE_CHOICES}, got {mode!r}")
-    if mode == "auto":
-        return jax.default_backend() == "cpu"
-    return mode == "always"
+    form = os.environ.get(CONV_ENV, "auto").strip().lower() or "auto"
+    if form not in ("auto", *CONV_FORMS):
+        raise ValueError(f"{CONV_ENV}: expected one of {('auto', *CONV_FORMS)}, got {form!r}")
+    cpu = jax.default_backend() == "cpu"
+    if form == "auto":
+        return ("onednn" if _onednn.available() else "rewrite") if cpu else "lax"
+    if form == "onednn" and not (cpu and _onednn.available()):
+        why = _onednn.load_error() if cpu else f"the default backend is {jax.default_backend()!r}, not 'cpu'"
+        raise RuntimeError(f"{CONV_ENV}=onednn: jaxvx's oneDNN convolutions cannot run here ({why})")
+    return form
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
                          preferred_element_type=None):
-    """``jax.lax.conv_general_dilated`` that runs channels-last 3D convolutions as 2D ones (same result).
+    """``jax.lax.conv_general_dilated`` with faster channels-last 3D convolutions on the CPU (same result).
 
     A drop-in replacement (same signature and semantics) given to every 3D ``flax.linen.Conv`` of jaxvx's models
-    as ``conv_general_dilated=``. XLA's CPU backend runs 3D convolutions through a slow generic path; 2D ones go
-    to its fast (Eigen) kernels. On the CPU backend (see :func:`rewrites_3d_convs`; on GPU and TPU this is
-    ``lax.conv_general_dilated`` itself), for an ``[B, T, H, W, C]`` input and a ``[kT, kH, kW, I, O]`` kernel
-    without dilation or groups:
+    as ``conv_general_dilated=``. For an ``[B, T, H, W, C]`` input and a ``[kT, kH, kW, I, O]`` kernel without
+    dilation or groups, :func:`conv_form` picks how:
 
-    - a temporal kernel (kH = kW = 1, spatial stride 1, no spatial padding) is a 2D convolution of the
-      ``[B, T, H*W, C]`` view with a ``(kT, 1)`` kernel;
-    - otherwise the clip is zero-padded in time and cut into kT stride-sliced copies, one per temporal tap ``dt``
-      (``frames shifted by dt``); with at most 128 input channels the copies are stacked along the channel axis,
-      ``[B*T', H, W, kT*C]``, and convolved once with the kernel reshaped to ``[kH, kW, kT*C, O]``; with more, the
-      output is ``sum_dt conv2d(frames shifted by dt, kernel[dt])`` (each copy folded into ``[B*T', H, W, C]``).
+    - ``"onednn"`` (CPU default where the library loaded; float32 only, other dtypes take ``"rewrite"``): oneDNN's
+      convolution, input-gradient and kernel-gradient kernels as XLA custom calls (:mod:`jaxvx.models._onednn`).
+    - ``"rewrite"`` (CPU without oneDNN): XLA's CPU backend runs 3D convolutions through a slow generic path and
+      2D ones through its Eigen kernels, so the 3D convolution becomes 2D ones. A temporal kernel (kH = kW = 1,
+      spatial stride 1, no spatial padding) is a 2D convolution of the ``[B, T, H*W, C]`` view with a ``(kT, 1)``
+      kernel; otherwise the clip is zero-padded in time and cut into kT stride-sliced copies, one per temporal
+      tap ``dt``; with at most 128 input channels the copies are stacked along the channel axis,
+      ``[B*T', H, W, kT*C]``, and convolved once with the kernel reshaped to ``[kH, kW, kT*C, O]``; with more,
+      the output is ``sum_dt conv2d(frames shifted by dt, kernel[dt])``. The 2D convolutions' input gradient is
+      written out (:func:`_conv2d`), so that it runs as fast inside ``lax.map`` / ``lax.scan`` bodies as outside.
+    - ``"lax"`` (GPU, TPU): ``lax.conv_general_dilated`` itself.
 
-    Measured on 2 CPU cores: 2 to 6 times faster than XLA's 3D convolution on C3D / R(2+1)D layers; stacking the
-    taps makes C3D's gradient about 1.3 times faster again than summing them (its first layer, 3 channels, 4 times). Any other
-    case (other layouts, dilation, groups, non-5D input) falls through to ``lax.conv_general_dilated``. Results
+    Any other case (other layouts, dilation, groups, non-5D input) goes to ``lax.conv_general_dilated``. Results
     equal the 3D convolution up to float32 rounding (a different summation order). Works under ``jit`` and
-    ``vmap``; differentiable in reverse mode (``jax.grad``, ``jax.vjp``, to any order) with the input gradient
-    written out (:func:`_conv2d`), so that it runs as fast inside ``lax.map`` / ``lax.scan`` bodies as outside;
-    forward mode (``jax.jvp``) through the rewritten cases is not supported.
+    ``vmap``; differentiable in reverse mode (``jax.grad``, ``jax.vjp``, to any order); forward mode
+    (``jax.jvp``) through the ``onednn`` and ``rewrite`` forms is not supported.
     """
     nd = len(lhs.shape)
     plain = (
@@ -104,19 +114,30 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         and all(d == 1 for d in (rhs_dilation or (1,) * 3))
         and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
         == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NDHWC)
-        and rewrites_3d_convs()
     )
-    if not plain:
+    form = conv_form() if plain else "lax"
+    if form == "lax":
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, batch_group_count, precision,
                                         preferred_element_type)
-    b, t, h, w, c = lhs.shape
+    t, h, w = lhs.shape[1:4]
     kt, kh, kw = rhs.shape[:3]
     strides = tuple(window_strides)
     if isinstance(padding, str):
         pads = tuple(lax.padtype_to_pads((t, h, w), (kt, kh, kw), strides, padding))
     else:
         pads = tuple(tuple(p) for p in padding)
+    f32 = jnp.dtype(jnp.float32)
+    if (form == "onednn" and lhs.dtype == f32 and rhs.dtype == f32
+            and preferred_element_type in (None, f32) and all(lo >= 0 and hi >= 0 for lo, hi in pads)):
+        return _onednn.conv3d(lhs, rhs, strides, pads)
+    return _conv3d_as_2d(lhs, rhs, strides, pads, precision, preferred_element_type)
+
+
+def _conv3d_as_2d(lhs, rhs, strides, pads, precision, preferred_element_type):
+    """The ``"rewrite"`` form of :func:`conv_general_dilated` (see there), explicit ``pads``."""
+    b, t, h, w, c = lhs.shape
+    kt, kh, kw = rhs.shape[:3]
     kwargs = dict(precision=precision, preferred_element_type=preferred_element_type)
     if kh == kw == 1 and strides[1:] == (1, 1) and pads[1:] == ((0, 0), (0, 0)):
         y = _conv2d(lhs.reshape(b, t, h * w, c), rhs.reshape(kt, 1, *rhs.shape[3:]), (strides[0], 1),

@@ -187,6 +187,13 @@ def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_su
     return rows, t_fwd, t_torch_fwd, (load0, load())
 
 
+def _conv_form_text():
+    from jaxvx.models import _onednn, conv_form
+
+    form = conv_form()
+    return f"{form} {_onednn.version()}" if form == "onednn" else form
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["small", "full"], choices=sorted(SIZES))
@@ -218,7 +225,8 @@ def main(argv=None):
     except ImportError:
         print("# torch unavailable: no peers, random jaxvx weights", file=sys.stderr)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()}: {jax.devices()[0].device_kind})"
+          f"{os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()}: {jax.devices()[0].device_kind}), "
+          f"convolutions: {_conv_form_text()}"
           + (f", torch {torch.__version__} on {device}" if torch is not None else ""))
     all_rows = []
     for size in args.sizes:

@@ -1,8 +1,8 @@
 """Benchmark C3D's convolution layers one by one: jaxvx (XLA) against PyTorch, forward and input gradient.
 
 For each of C3D's eight 3 x 3 x 3 convolutions (``--width`` scales the channels, 16 x 112 x 112 clips), times
-``jaxvx.models.conv_general_dilated`` (the form jaxvx's models use on this backend; see
-``jaxvx.models.rewrites_3d_convs``) and ``torch.nn.functional.conv3d`` on the same random input and kernel: the
+``jaxvx.models.conv_general_dilated`` (in the form jaxvx's models use on this backend, or the one ``--form`` names;
+see ``jaxvx.models.conv_form``) and ``torch.nn.functional.conv3d`` on the same random input and kernel: the
 forward convolution, and the input gradient alone (``jax.vjp`` / ``torch.autograd.grad`` of a fixed cotangent).
 Both are timed in alternating rounds, best round each, and reported with the achieved GFLOP/s. This is where the
 gradient family's time goes (docs/performance.md: why captum is faster on CPU at batch 8 and on the full C3D).
@@ -11,6 +11,7 @@ Usage::
 
     python scripts/bench/bench_convs.py --width 1 --batch 1
     python scripts/bench/bench_convs.py --width 0.25 --batch 8 --repeats 3
+    python scripts/bench/bench_convs.py --width 1 --batch 1 --form rewrite   # XLA's convolutions on CPU
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 import _torch_device as torch_device
 from _timing import alternating_best
-from jaxvx.models import conv_general_dilated, rewrites_3d_convs
+from jaxvx.models import _layers, conv_form, conv_general_dilated
 from jaxvx.models._layers import scaled
 
 # (name, frames, size, in channels, out channels) of C3D at width 1 on 16 x 112 x 112 clips
@@ -43,15 +44,18 @@ def main():
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--form", choices=("auto",) + _layers.CONV_FORMS, default="auto",
+                   help="jaxvx's convolution form (sets JAXVX_CONV; default: the backend's own)")
     torch_device.add_argument(p)
     args = p.parse_args()
+    os.environ[_layers.CONV_ENV] = args.form
 
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch_device.resolve(torch, args.torch_device)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, jax {jax.__version__} "
-          f"({jax.default_backend()}, 3D-as-2D rewrite: {rewrites_3d_convs()}), torch {torch.__version__} on {device}; "
+          f"({jax.default_backend()}, convolution form: {conv_form()}), torch {torch.__version__} on {device}; "
           f"C3D width {args.width:g}, batch {args.batch}")
     conv = jax.jit(lambda x, k: conv_general_dilated(x, k, (1, 1, 1), "SAME", dimension_numbers=DN))
     grad = jax.jit(lambda x, k, g: jax.vjp(lambda v: conv_general_dilated(v, k, (1, 1, 1), "SAME",

@@ -8,8 +8,8 @@
 # Stages:
 #   backprop:      bench_backprop.py, full and small C3D at batch 1 and 8, every method against captum / zennit
 #                  with the PyTorch twin on the same GPU (targets: gradient <= 3.5x forward, deep Taylor <= 4.5x,
-#                  every method faster than its peer); then the full C3D with JAXVX_CONV_REWRITE=always (the
-#                  CPU's convolution form) against the native 3D convolutions used on GPUs, and bench_convs.py
+#                  every method faster than its peer); then the full C3D with JAXVX_CONV=rewrite (the
+#                  CPU's fallback convolution form) against the native 3D convolutions used on GPUs, and bench_convs.py
 #                  (C3D's convolutions one by one against PyTorch's)
 #   perturbation:  bench_tsr.py with the paper's 10 x 10 blocks (2047 base calls, jaxvx timed on all of them,
 #                  the loops on 256 and scaled; target: >= 20x faster than loop (a), seconds per video), then
@@ -71,7 +71,7 @@ if [[ "$stage" == backprop || "$stage" == all ]]; then
   fi
   left=$((budget - (SECONDS - t0)))
   if (( left > 30 )); then  # the CPU's 3D-as-2D convolution rewrite on this GPU, against the native convolutions
-    JAXVX_CONV_REWRITE=always run_stage backprop_rewrite "$left" python3 "$here/bench_backprop.py" --sizes full \
+    JAXVX_CONV=rewrite run_stage backprop_rewrite "$left" python3 "$here/bench_backprop.py" --sizes full \
       --batches 8 --methods gradient deep_taylor --no-peers --repeats 5 --json "$out/backprop_rewrite.json"
   fi
   left=$((budget - (SECONDS - t0)))
