@@ -252,6 +252,30 @@ def test_zbox_per_channel_bounds():
     np.testing.assert_allclose(r_in.reshape(bsz, -1), want, rtol=1e-8, atol=1e-10)
 
 
+def test_zbox_per_pixel_bounds_and_term_count():
+    # scalar / per-channel bounds run the two bound terms as one layer call; bounds that vary over the input's
+    # positions keep three terms; both against the dense reference
+    assert len(lrp.zbox(-1.0, 1.0).terms) == 2 and len(lrp.zbox([-1.0, 0.0, -2.0], 1.0).terms) == 2
+    model, variables, x, w, b, out_shape = build("conv3d_k3_p1", True)
+    bsz = x.shape[0]
+    # float32-exact values: the rule keeps its bounds in float32
+    low = (-1.0 - RNG.uniform(size=x.shape[1:])).astype(np.float32).astype(np.float64)
+    high = (1.0 + RNG.uniform(size=x.shape[1:])).astype(np.float32).astype(np.float64)
+    rule = lrp.zbox(low, high)
+    assert len(rule.terms) == 3
+    r_out = RNG.normal(size=(bsz,) + out_shape)
+    _, (r_in,) = engine_relevance(model, variables, x, rule, r_out)
+    lo = np.broadcast_to(low, x.shape).reshape(bsz, -1)
+    hi = np.broadcast_to(high, x.shape).reshape(bsz, -1)
+    xf, rf = x.reshape(bsz, -1), r_out.reshape(bsz, -1)
+    s = rf / _stab(xf @ w - lo @ _pos(w) - hi @ _neg(w), 1e-6)
+    want = xf * (s @ w.T) - lo * (s @ _pos(w).T) - hi * (s @ _neg(w).T)
+    np.testing.assert_allclose(r_in.reshape(bsz, -1), want, rtol=1e-8, atol=1e-10)
+    # per-channel bounds that do not match the kernel's input axis: an error naming both shapes
+    with pytest.raises(ValueError, match=r"bounds of shape \(2,\).*kernel shape"):
+        engine_relevance(model, variables, x, lrp.zbox([-1.0, -1.0], [1.0, 1.0]), r_out)
+
+
 def test_norm_on_sum_and_average_pool():
     a, c = RNG.normal(size=(2, 3, 4, 4, 2)), RNG.normal(size=(2, 3, 4, 4, 2))
     r = RNG.normal(size=a.shape)
