@@ -238,18 +238,23 @@ def test_zplus_zero_bias_and_absorbed_relevance():
     np.testing.assert_allclose(rf.sum(1) - r1.reshape(bsz, -1).sum(1), absorbed, rtol=1e-6)
 
 
+def _zbox_dense(x, w, r_out, low, high):
+    """z^B's input relevance ``[B, N]`` with the layer as the dense matrix ``w`` and bounds broadcast to ``x``."""
+    bsz = x.shape[0]
+    lo = np.broadcast_to(low, x.shape).reshape(bsz, -1)
+    hi = np.broadcast_to(high, x.shape).reshape(bsz, -1)
+    xf, rf = x.reshape(bsz, -1), r_out.reshape(bsz, -1)
+    s = rf / _stab(xf @ w - lo @ _pos(w) - hi @ _neg(w), 1e-6)
+    return xf * (s @ w.T) - lo * (s @ _pos(w).T) - hi * (s @ _neg(w).T)
+
+
 def test_zbox_per_channel_bounds():
     model, variables, x, w, b, out_shape = build("conv3d_k3_p1", True)
     low, high = np.array([-1.0, -2.0, -0.5]), np.array([1.0, 2.5, 0.5])
     bsz = x.shape[0]
     r_out = RNG.normal(size=(bsz,) + out_shape)
     _, (r_in,) = engine_relevance(model, variables, x, lrp.zbox(low, high), r_out)
-    lo = np.broadcast_to(low, x.shape).reshape(bsz, -1)
-    hi = np.broadcast_to(high, x.shape).reshape(bsz, -1)
-    xf, rf = x.reshape(bsz, -1), r_out.reshape(bsz, -1)
-    s = rf / _stab(xf @ w - lo @ _pos(w) - hi @ _neg(w), 1e-6)
-    want = xf * (s @ w.T) - lo * (s @ _pos(w).T) - hi * (s @ _neg(w).T)
-    np.testing.assert_allclose(r_in.reshape(bsz, -1), want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(r_in.reshape(bsz, -1), _zbox_dense(x, w, r_out, low, high), rtol=1e-8, atol=1e-10)
 
 
 def test_zbox_per_pixel_bounds_and_term_count():
@@ -265,12 +270,7 @@ def test_zbox_per_pixel_bounds_and_term_count():
     assert len(rule.terms) == 3
     r_out = RNG.normal(size=(bsz,) + out_shape)
     _, (r_in,) = engine_relevance(model, variables, x, rule, r_out)
-    lo = np.broadcast_to(low, x.shape).reshape(bsz, -1)
-    hi = np.broadcast_to(high, x.shape).reshape(bsz, -1)
-    xf, rf = x.reshape(bsz, -1), r_out.reshape(bsz, -1)
-    s = rf / _stab(xf @ w - lo @ _pos(w) - hi @ _neg(w), 1e-6)
-    want = xf * (s @ w.T) - lo * (s @ _pos(w).T) - hi * (s @ _neg(w).T)
-    np.testing.assert_allclose(r_in.reshape(bsz, -1), want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(r_in.reshape(bsz, -1), _zbox_dense(x, w, r_out, low, high), rtol=1e-8, atol=1e-10)
     # per-channel bounds that do not match the kernel's input axis: an error naming both shapes
     with pytest.raises(ValueError, match=r"bounds of shape \(2,\).*kernel shape"):
         engine_relevance(model, variables, x, lrp.zbox([-1.0, -1.0], [1.0, 1.0]), r_out)
