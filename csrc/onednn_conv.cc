@@ -1,8 +1,8 @@
 // jaxvx: channels-last 3D convolutions on the CPU through oneDNN, as XLA FFI custom calls.
 //
 // XLA's CPU backend runs convolutions through Eigen at 30 to 120 GFLOP/s on C3D's layers (2 cores with AVX2);
-// oneDNN's JIT kernels reach 1.4 times that (docs/performance.md). Three handlers, registered from Python by
-// jaxvx/models/_onednn.py, all float32:
+// oneDNN's JIT kernels run them 1.5 to 2.8 times faster (docs/performance.md). Three handlers, registered from
+// Python by jaxvx/models/_onednn.py, all float32:
 //
 //   jaxvx_onednn_conv3d_fwd          (x [..., N, D, H, W, C], w [..., kD, kH, kW, C, O]) -> y  [..., N, D', H', W', O]
 //   jaxvx_onednn_conv3d_bwd_data     (g [..., N, D', H', W', O], w)                    -> dx [..., N, D, H, W, C]

@@ -1,8 +1,8 @@
 """oneDNN's 3D convolutions as XLA custom calls on the CPU backend (the native piece built from csrc/).
 
 On 2 CPU cores with AVX2, XLA's own convolutions run C3D's layers at 30 to 120 GFLOP/s (Eigen); oneDNN's JIT
-kernels, called here through XLA's FFI, take 0.64 to 0.75 of that time forward and for the input gradient
-(``scripts/bench/bench_convs.py``, docs/performance.md). :func:`conv3d` is a drop-in for a channels-last
+kernels, called here through XLA's FFI, take 0.35 to 0.65 of that time forward and for the input gradient (full
+C3D at batch 1, width 1/4 at batch 8; ``scripts/bench/bench_convs.py``, docs/performance.md). :func:`conv3d` is a drop-in for a channels-last
 ``lax.conv_general_dilated`` (``NDHWC`` input, ``DHWIO`` kernel, float32, no dilation or groups) with reverse-mode
 derivatives of any order and ``vmap``:
 
