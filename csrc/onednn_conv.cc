@@ -12,6 +12,7 @@
 // pick its blocked layouts, with reorders to and from the channels-last buffers; 0 runs on the plain layouts).
 // The leading `...` axes are vmap's (XLA FFI's "expand_dims" batching: an unbatched operand has size-1 axes there):
 // they broadcast against each other; where the weights are not batched, the batched data axes fold into N.
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -172,6 +173,11 @@ ffi::Error Run(int op, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::Re
     b_inner *= bd[i];
   }
   const int64_t count = Product(od, 0, lead), o_inner = Product(od, lead, od.size());
+  if (count * o_inner == 0) return ffi::Error::Success();  // nothing to write
+  if (Product(ad, 0, ad.size()) == 0 || Product(bd, 0, bd.size()) == 0) {  // a sum over nothing
+    std::fill(out->typed_data(), out->typed_data() + count * o_inner, 0.0f);
+    return ffi::Error::Success();
+  }
   // weights unbatched in a forward or data-gradient pass: every leading axis folds into the batch
   bool fold = op != kBackwardWeights && Product(bd, 0, lead) == 1 && count > 1;
   if (fold) {

@@ -175,6 +175,33 @@ def test_conv_general_dilated_equals_3d_conv(xs, ws, strides, padding, form, mon
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
 
 
+@pytest.mark.parametrize("xs,ws,strides,padding", [
+    ((3, 9, 8, 3), (3, 3, 3, 4), (1, 1), ((1, 1), (1, 1))),  # SmallCNN / VGG16 layers
+    ((2, 9, 8, 5), (2, 3, 5, 4), (2, 1), "SAME"),
+    ((2, 7, 6, 4), (3, 1, 4, 6), (1, 2), ((2, 0), (0, 1))),
+])
+def test_conv_general_dilated_2d_through_onednn(xs, ws, strides, padding, monkeypatch):
+    # channels-last 2D convolutions go to oneDNN as one-frame 3D ones: lax's value and gradients
+    _force(monkeypatch, "onednn")
+    rng = _rng(27)
+    x = jnp.asarray(rng.standard_normal(xs), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(ws), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def loss(conv):
+        return lambda a, b: jnp.sum(jnp.tanh(conv(a, b, strides, padding, dimension_numbers=dn)))
+
+    text = jax.jit(lambda a, b: models.conv_general_dilated(a, b, strides, padding, dimension_numbers=dn)
+                   ).lower(x, w).as_text()
+    assert "jaxvx_onednn_conv3d_fwd" in text
+    ref = jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn, precision="highest")
+    out = models.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    for a, b in zip(jax.grad(loss(models.conv_general_dilated), (0, 1))(x, w),
+                    jax.grad(loss(jax.lax.conv_general_dilated), (0, 1))(x, w)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+
+
 def test_conv_general_dilated_backward_keeps_the_kernel_layout_inside_loops(monkeypatch):
     monkeypatch.setenv(models._layers.CONV_ENV, "rewrite")
     # JAX's own transpose swaps the kernel's I/O axes in the dimension numbers ("01oi"); XLA's CPU backend runs

@@ -175,3 +175,13 @@ def test_conv_general_dilated_routes_float32_only(monkeypatch):
     out = models.conv_general_dilated(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), (1, 1, 1), "SAME",
                                       dimension_numbers=DN)
     assert out.dtype == jnp.bfloat16
+
+
+def test_empty_batch_and_empty_channels():
+    # zero-size operands: an empty output, or zeros where the sum runs over no channel (as lax)
+    w = jnp.ones((3, 3, 3, 2, 4), jnp.float32)
+    y = jax.jit(lambda a: _onednn.conv3d(a, w, (1, 1, 1), ((1, 1),) * 3))(jnp.zeros((0, 4, 5, 5, 2), jnp.float32))
+    assert y.shape == (0, 4, 5, 5, 4)
+    x = jnp.ones((1, 4, 5, 5, 0), jnp.float32)
+    y = _onednn.conv3d(x, jnp.ones((3, 3, 3, 0, 4), jnp.float32), (1, 1, 1), ((1, 1),) * 3)
+    np.testing.assert_array_equal(np.asarray(y), np.zeros((1, 4, 5, 5, 4), np.float32))

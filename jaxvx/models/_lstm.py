@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvx.models._c3d import _check_positive_int, _check_width
-from jaxvx.models._layers import Flatten, MaxPool2D, ReLU, TemporalMean, scaled
+from jaxvx.models._layers import Flatten, MaxPool2D, ReLU, TemporalMean, conv_general_dilated, scaled
 
 __all__ = ["SmallCNN", "VGG16", "InputCellAttention", "LSTM", "CNNLSTM", "LSTMClassifier", "BACKBONES", "CELLS"]
 
@@ -42,7 +42,8 @@ class SmallCNN(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"x: SmallCNN expects frames [N, H, W, C], got shape {tuple(x.shape)}")
         for i, c in enumerate((16, 32, 64), start=1):
-            x = nn.Conv(scaled(c, self.width), (3, 3), padding=((1, 1), (1, 1)), name=f"conv{i}")(x)
+            x = nn.Conv(scaled(c, self.width), (3, 3), padding=((1, 1), (1, 1)),
+                        conv_general_dilated=conv_general_dilated, name=f"conv{i}")(x)
             x = ReLU(name=f"relu{i}")(x)
             x = MaxPool2D((2, 2), name=f"pool{i}")(x)
         x = Flatten(name="flatten")(x)
@@ -76,7 +77,8 @@ class VGG16(nn.Module):
             raise ValueError(f"x: VGG16 needs H, W >= 32 (five 2x2 pools), got shape {tuple(x.shape)}")
         for b, block in enumerate(_VGG16, start=1):
             for j, c in enumerate(block, start=1):
-                x = nn.Conv(scaled(c, self.width), (3, 3), padding=((1, 1), (1, 1)), name=f"conv{b}_{j}")(x)
+                x = nn.Conv(scaled(c, self.width), (3, 3), padding=((1, 1), (1, 1)),
+                            conv_general_dilated=conv_general_dilated, name=f"conv{b}_{j}")(x)
                 x = ReLU(name=f"relu{b}_{j}")(x)
             x = MaxPool2D((2, 2), name=f"pool{b}")(x)
         x = Flatten(channels_first=True, name="flatten")(x)
