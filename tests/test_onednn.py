@@ -185,3 +185,26 @@ def test_empty_batch_and_empty_channels():
     x = jnp.ones((1, 4, 5, 5, 0), jnp.float32)
     y = _onednn.conv3d(x, jnp.ones((3, 3, 3, 0, 4), jnp.float32), (1, 1, 1), ((1, 1),) * 3)
     np.testing.assert_array_equal(np.asarray(y), np.zeros((1, 4, 5, 5, 4), np.float32))
+
+
+def test_a_failing_self_check_falls_back_to_xla(monkeypatch):
+    # a library that loads but computes wrong (or not at all) is not used: conv_form() says "rewrite", and asking
+    # for "onednn" explicitly names the reason
+    from jaxvx import models
+
+    def broken():
+        raise RuntimeError("self-check failed: oneDNN's forward differs from lax's")
+
+    monkeypatch.delenv(models._layers.CONV_ENV, raising=False)
+    monkeypatch.setattr(_onednn, "_self_check", broken)
+    _onednn._load.cache_clear()
+    try:
+        assert not _onednn.available() and "self-check failed" in _onednn.load_error()
+        assert models.conv_form() == "rewrite"
+        monkeypatch.setenv(models._layers.CONV_ENV, "onednn")
+        with pytest.raises(RuntimeError, match="JAXVX_CONV=onednn.*self-check failed"):
+            models.conv_form()
+    finally:
+        monkeypatch.undo()
+        _onednn._load.cache_clear()
+    assert _onednn.available()

@@ -34,6 +34,7 @@ __all__ = ["available", "load_error", "version", "conv3d"]
 _TARGETS = {"fwd": "JaxvxConv3dForward", "bwd_data": "JaxvxConv3dBackwardData",
             "bwd_weights": "JaxvxConv3dBackwardWeights"}
 _PREFIX = "jaxvx_onednn_conv3d_"
+_DN = ("NDHWC", "DHWIO", "NDHWC")
 # Up to this many input channels the forward pass runs on the plain channels-last layouts; above it oneDNN picks
 # its blocked layouts and the buffers are reordered (C3D's first layer, 3 channels: 45 against 61 ms at width 1,
 # batch 1; every wider layer is 1.2 to 1.9 times faster blocked).
@@ -62,9 +63,34 @@ def _load():
         lib = ctypes.CDLL(found[0])
         for name, symbol in _TARGETS.items():
             jax.ffi.register_ffi_target(_PREFIX + name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+        _self_check()
     except Exception as err:  # noqa: BLE001 - report any loading failure, fall back to XLA's convolutions
         return None, f"{type(err).__name__}: {err}"
     return lib, None
+
+
+def _self_check():
+    """One small convolution through each kernel against lax on the CPU: a library built against another jaxlib's
+    FFI, or a oneDNN that does not run here, fails now (and XLA's convolutions are used) rather than in a model."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 3, 2)).astype(np.float32)
+    geometry = ((1, 1, 1), (1, 1, 1), (1, 1, 1))
+    cpu = jax.devices("cpu")[0]
+    # the first load may happen while a program is traced: compute these now, outside that trace
+    with jax.ensure_compile_time_eval(), jax.default_device(cpu):
+        ref = jax.lax.conv_general_dilated(x, w, (1, 1, 1), ((1, 1),) * 3, dimension_numbers=_DN,
+                                           precision="highest")
+        g = np.asarray(ref)
+        got = [_ffi("fwd", x, w, ref.shape, geometry, blocked) for blocked in (False, True)]
+        got.append(_ffi("bwd_data", g, w, x.shape, geometry, True))
+        got.append(_ffi("bwd_weights", x, g, w.shape, geometry, True))
+        want = [ref, ref, *jax.vjp(lambda a, b: jax.lax.conv_general_dilated(
+            a, b, (1, 1, 1), ((1, 1),) * 3, dimension_numbers=_DN, precision="highest"), x, w)[1](ref)]
+    for name, a, b in zip(("forward", "forward (blocked)", "input gradient", "kernel gradient"), got, want):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max()):
+            raise RuntimeError(f"self-check failed: oneDNN's {name} differs from lax's")
 
 
 def available() -> bool:
@@ -90,6 +116,10 @@ def version() -> str | None:
 def _call(op, a, b, out_shape, geometry, blocked):
     if _load()[0] is None:  # registers the custom calls on first use
         raise RuntimeError(f"jaxvx's oneDNN convolutions are not available: {load_error()}")
+    return _ffi(op, a, b, out_shape, geometry, blocked)
+
+
+def _ffi(op, a, b, out_shape, geometry, blocked):
     strides, lo, hi = (np.asarray(v, np.int64) for v in geometry)
     return jax.ffi.ffi_call(_PREFIX + op, jax.ShapeDtypeStruct(out_shape, jnp.float32), vmap_method="expand_dims")(
         a, b, strides=strides, pad_lo=lo, pad_hi=hi, blocked=np.int64(blocked))
