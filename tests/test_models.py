@@ -253,6 +253,13 @@ def test_conv_form_auto_is_onednn_on_cpu_and_every_form_can_be_forced(monkeypatc
         assert ("jaxvx_onednn_conv3d_fwd" in text) == (form == "onednn")
         out = models.conv_general_dilated(x, w, (1, 1, 1), "SAME", dimension_numbers=dn)
         np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    if cpu and _onednn.available():
+        # "auto" leaves convolutions under 50 MFLOP to XLA (this one: 0.04) and sends larger ones to oneDNN
+        monkeypatch.delenv(models._layers.CONV_ENV)
+        assert "jaxvx_onednn_conv3d_fwd" not in lowered()
+        big = jax.ShapeDtypeStruct((1, 8, 32, 32, 16), jnp.float32), jax.ShapeDtypeStruct((3, 3, 3, 16, 16), jnp.float32)
+        assert "jaxvx_onednn_conv3d_fwd" in jax.jit(lambda a, b: models.conv_general_dilated(
+            a, b, (1, 1, 1), "SAME", dimension_numbers=dn)).lower(*big).as_text()
     monkeypatch.setenv(models._layers.CONV_ENV, "sometimes")
     with pytest.raises(ValueError, match="JAXVX_CONV"):
         models.conv_form()

@@ -52,6 +52,12 @@ _NDHWC = ("NDHWC", "DHWIO", "NDHWC")
 _STACK_MAX_CHANNELS = 128
 _NHWC = ("NHWC", "HWIO", "NHWC")
 CONV_ENV = "JAXVX_CONV"
+# In the "auto" onednn form, convolutions of less work than this (2 x input elements x kernel elements, in FLOP)
+# stay with XLA: oneDNN's reorders and thread wake-ups cost more than they save there. Measured on 2 cores,
+# alternating rounds: the shipped 32 x 32 models are level with XLA at 50 MFLOP (1.2 to 1.7 times slower without
+# the threshold: R(2+1)D-18 x 1/8 at batch 1, CNN-LSTM small at batch 8), C3D x 1/4 at 112 x 112 keeps its gain
+# (forward 50 against 73 ms, gradient 163 against 226 ms).
+_ONEDNN_MIN_FLOP = 50e6
 CONV_FORMS = ("onednn", "rewrite", "lax")
 
 
@@ -90,6 +96,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
     - ``"onednn"`` (CPU default where the library loaded; float32 only, other dtypes take ``"rewrite"``): oneDNN's
       convolution, input-gradient and kernel-gradient kernels as XLA custom calls (:mod:`jaxvx.models._onednn`).
+      Under ``auto``, convolutions of under 50 MFLOP (``2 * input elements * kernel elements``) take
+      ``"rewrite"`` (the small models' layers, where oneDNN's overheads outweigh its speed); ``JAXVX_CONV=onednn``
+      sends every size to oneDNN.
     - ``"rewrite"`` (CPU without oneDNN): XLA's CPU backend runs 3D convolutions through a slow generic path and
       2D ones through its Eigen kernels, so the 3D convolution becomes 2D ones. A temporal kernel (kH = kW = 1,
       spatial stride 1, no spatial padding) is a 2D convolution of the ``[B, T, H*W, C]`` view with a ``(kT, 1)``
@@ -147,7 +156,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 def _onednn_takes(lhs, rhs, pads, preferred_element_type) -> bool:
     """Whether oneDNN's kernels compute this convolution: float32 throughout, no negative padding."""
     f32 = jnp.dtype(jnp.float32)
+    # (an upper bound of) the convolution's work: small ones stay with XLA unless JAXVX_CONV=onednn asks for all
+    flop = 2.0 * math.prod(lhs.shape[:-1]) * math.prod(rhs.shape)
+    forced = os.environ.get(CONV_ENV, "").strip().lower() == "onednn"
     return (lhs.dtype == f32 and rhs.dtype == f32 and preferred_element_type in (None, f32)
+            and (forced or flop >= _ONEDNN_MIN_FLOP)
             and (isinstance(pads, str) or all(lo >= 0 and hi >= 0 for lo, hi in pads)))
 
 
