@@ -61,6 +61,14 @@ _ONEDNN_MIN_FLOP = 50e6
 CONV_FORMS = ("onednn", "rewrite", "lax")
 
 
+def _requested_form() -> str:
+    """``JAXVX_CONV`` normalised: ``"auto"`` or one of :data:`CONV_FORMS`."""
+    form = os.environ.get(CONV_ENV, "auto").strip().lower() or "auto"
+    if form not in ("auto", *CONV_FORMS):
+        raise ValueError(f"{CONV_ENV}: expected one of {('auto', *CONV_FORMS)}, got {form!r}")
+    return form
+
+
 def conv_form() -> str:
     """How :func:`conv_general_dilated` computes the 3D convolutions of the program being traced.
 
@@ -73,9 +81,7 @@ def conv_form() -> str:
     faster than the rewrite on C3D, 2 cores), else ``rewrite`` on CPU, and ``lax`` on GPU and TPU. Asking for ``onednn``
     off the CPU backend or without the library raises ``RuntimeError``.
     """
-    form = os.environ.get(CONV_ENV, "auto").strip().lower() or "auto"
-    if form not in ("auto", *CONV_FORMS):
-        raise ValueError(f"{CONV_ENV}: expected one of {('auto', *CONV_FORMS)}, got {form!r}")
+    form = _requested_form()
     cpu = jax.default_backend() == "cpu"
     if form == "auto":
         return ("onednn" if _onednn.available() else "rewrite") if cpu else "lax"
@@ -158,9 +164,8 @@ def _onednn_takes(lhs, rhs, pads, preferred_element_type) -> bool:
     f32 = jnp.dtype(jnp.float32)
     # (an upper bound of) the convolution's work: small ones stay with XLA unless JAXVX_CONV=onednn asks for all
     flop = 2.0 * math.prod(lhs.shape[:-1]) * math.prod(rhs.shape)
-    forced = os.environ.get(CONV_ENV, "").strip().lower() == "onednn"
     return (lhs.dtype == f32 and rhs.dtype == f32 and preferred_element_type in (None, f32)
-            and (forced or flop >= _ONEDNN_MIN_FLOP)
+            and (flop >= _ONEDNN_MIN_FLOP or _requested_form() == "onednn")
             and (isinstance(pads, str) or all(lo >= 0 and hi >= 0 for lo, hi in pads)))
 
 
