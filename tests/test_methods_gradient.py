@@ -8,24 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _nets import MLP
+from _nets import MLP, init
 from jaxvx import methods
 from jaxvx.methods._common import points_per_pass
 from jaxvx.methods._gradient import ig_alphas
 from jaxvx.models import Flatten, MaxPool3D, ReLU
-
-
-def init(model, x, seed=0, bias_std=0.1, zero_bias=False):
-    """He-normal kernels and N(0, bias_std) biases, without compiling ``model.init``."""
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-    rng = np.random.default_rng(seed)
-
-    def draw(s):
-        if len(s.shape) == 1:
-            return jnp.zeros(s.shape) if zero_bias else jnp.asarray(rng.normal(0, bias_std, s.shape), jnp.float32)
-        return jnp.asarray(rng.normal(0, np.sqrt(2 / np.prod(s.shape[:-1])), s.shape), jnp.float32)
-
-    return jax.tree.map(draw, shapes)
 
 
 class Tiny3D(nn.Module):

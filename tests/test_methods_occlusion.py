@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _nets import init
 from jaxvx.methods import broadcast_frames, frame_masking, occlusion
 from jaxvx.methods._common import points_per_pass
 from jaxvx.methods._occlusion import AUTO_BATCH_ACCELERATOR
@@ -28,9 +29,9 @@ class TinyNet(nn.Module):
 
 @pytest.fixture(scope="module")
 def setup():
-    video = jax.random.normal(jax.random.key(0), (2, 6, 8, 10, 3))
+    video = jnp.asarray(np.random.default_rng(0).standard_normal((2, 6, 8, 10, 3)), jnp.float32)
     model = TinyNet()
-    variables = model.init(jax.random.key(1), video)
+    variables = init(model, video, seed=1)
     forward = jax.jit(functools.partial(model.apply, variables))
     return forward, video
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _nets import init
 from jaxvx.methods import tsr
 from jaxvx.methods._tsr import tsr_num_selected
 
@@ -34,9 +35,9 @@ def noisy_gradient(forward, video, target, *, key=None):
 
 @pytest.fixture(scope="module")
 def setup():
-    video = jax.random.normal(jax.random.key(0), (2, 7, 9, 8, 2))
+    video = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 9, 8, 2)), jnp.float32)
     model = TinyNet()
-    variables = model.init(jax.random.key(1), video)
+    variables = init(model, video, seed=1)
     return jax.jit(functools.partial(model.apply, variables)), video
 
 

@@ -5,9 +5,7 @@ generation takes tens of seconds per model on a 2-core CPU, the forward pass a f
 """
 
 import json
-import platform
 import re
-import sys
 
 import flax.linen as nn
 import jax
@@ -15,27 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _nets import init
+from _platform import require_onednn
 from jaxvx import models
-
-
-def random_variables(model, x, seed=0, bias_scale=0.1):
-    """Variables of ``model`` for input ``x`` with NumPy random values (He-scaled kernels, non-trivial BN stats)."""
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, s):
-        name = path[-1].key
-        if name == "mean":
-            v = 0.2 * rng.standard_normal(s.shape)
-        elif name in ("var", "scale"):
-            v = rng.uniform(0.5, 1.5, s.shape)
-        elif name == "bias":
-            v = bias_scale * rng.standard_normal(s.shape)
-        else:
-            v = rng.standard_normal(s.shape) * np.sqrt(2.0 / np.prod(s.shape[:-1]))
-        return np.asarray(v, s.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def called_modules(model, variables, x, **kwargs):
@@ -131,19 +111,8 @@ CPU_FORMS = ["onednn", "rewrite"]
 
 def _force(monkeypatch, form):
     if form == "onednn":
-        _require_onednn()
+        require_onednn()
     monkeypatch.setenv(models._layers.CONV_ENV, form)
-
-
-def _require_onednn():
-    from jaxvx.models import _onednn
-
-    if jax.default_backend() != "cpu":
-        pytest.skip("oneDNN convolutions are for the CPU backend")
-    if not (sys.platform.startswith("linux") and platform.machine() == "x86_64"):
-        pytest.skip("jaxvx builds its oneDNN library on Linux x86-64 only")
-    # where it is built (Linux x86-64, the CI machines) it must load: a missing library is a failure, not a skip
-    assert _onednn.available(), _onednn.load_error()
 
 
 @pytest.mark.parametrize("form", CPU_FORMS)
@@ -402,7 +371,7 @@ def test_lstm_cells_match_numpy_loop(cell):
     r = 3
     model = models.LSTMClassifier(4, cell=cell, hidden=5, r=r, d_a=6)
     x = _rng(4).standard_normal((2, 6, 7)).astype(np.float32)
-    v = random_variables(model, x, seed=5, bias_scale=0.5)
+    v = init(model, x, seed=5, bias_std=0.5)
     # causality: changing the last input leaves the earlier hidden states alone
     x2 = x.copy()
     x2[:, -1] += 1.0
@@ -419,7 +388,7 @@ def test_lstm_cells_match_numpy_loop(cell):
 def test_cnnlstm_is_per_frame_cnn_lstm_and_time_mean():
     model = models.CNNLSTM(3, backbone="small", hidden=4, width=0.25)
     x = _rng(6).standard_normal((2, 3, 16, 16, 3)).astype(np.float32)
-    v = random_variables(model, x, seed=7)
+    v = init(model, x, seed=7)
     out, ff, sl = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, method="frame_features"),
                                         model.apply(v, x, method="step_logits")))(v, x)
     part = jax.jit(lambda v, a, name: model.apply(v, a, method=lambda m, a: getattr(m, name)(a)), static_argnums=2)
@@ -439,7 +408,7 @@ def test_cnnlstm_is_per_frame_cnn_lstm_and_time_mean():
 def test_jit_and_vmap(which):
     model, shape = SMALL[which]
     x = _rng(8).standard_normal(shape).astype(np.float32)
-    v = random_variables(model, x, seed=9)
+    v = init(model, x, seed=9)
     out = jax.jit(model.apply)(v, x)
     per_example = jax.jit(jax.vmap(lambda xi: model.apply(v, xi[None])[0]))(x)
     # float32 rounding: the convolution kernels may sum in another order for another batch size
@@ -452,7 +421,7 @@ def test_jit_and_vmap(which):
 def test_dropout_only_in_train_mode():
     model = models.CNNLSTM(3, backbone="vgg16", hidden=4, width=1 / 32)
     x = _rng(10).standard_normal((1, 2, 32, 32, 3)).astype(np.float32)
-    v = random_variables(model, x, seed=11, bias_scale=1.0)
+    v = init(model, x, seed=11, bias_std=1.0)
     f = jax.jit(model.apply, static_argnames="train")
     a, b = f(v, x), f(v, x)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -463,7 +432,7 @@ def test_dropout_only_in_train_mode():
 def test_batchnorm_train_mode_updates_stats():
     block = models.BasicBlock(4, stride=2)
     x = _rng(12).standard_normal((2, 4, 6, 6, 3)).astype(np.float32)
-    v = random_variables(block, x, seed=13)
+    v = init(block, x, seed=13)
     y, upd = jax.jit(lambda v, x: block.apply(v, x, True, mutable=["batch_stats"]))(v, x)
     assert y.shape == (2, 2, 3, 3, 4)
     assert not np.allclose(upd["batch_stats"]["downsample_bn"]["mean"], v["batch_stats"]["downsample_bn"]["mean"])

@@ -6,27 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _nets import init
 from jaxvx import models
 
 
 def random_variables(model, x, seed=0):
-    """NumPy-random variables of ``model`` with non-trivial BatchNorm statistics (mean != 0, var and scale != 1)."""
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, s):
-        name = path[-1].key
-        if name == "mean":
-            v = 0.3 * rng.standard_normal(s.shape)
-        elif name in ("var", "scale"):
-            v = rng.uniform(0.3, 2.0, s.shape)
-        elif name == "bias":
-            v = 0.2 * rng.standard_normal(s.shape)
-        else:
-            v = rng.standard_normal(s.shape) * np.sqrt(2.0 / np.prod(s.shape[:-1]))
-        return np.asarray(v, s.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
+    """Variables with non-trivial BatchNorm statistics (mean != 0, var and scale != 1)."""
+    return init(model, x, seed, bias_std=0.2, mean_std=0.3, scale_range=(0.3, 2.0))
 
 
 def _module_types(model, variables, x):

@@ -1,17 +1,12 @@
 """oneDNN's convolutions as XLA custom calls (jaxvx.models._onednn) against lax.conv_general_dilated in float64."""
 
-import platform
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _platform import require_onednn
 from jaxvx.models import _onednn
-
-if not (sys.platform.startswith("linux") and platform.machine() == "x86_64") or jax.default_backend() != "cpu":
-    pytest.skip("jaxvx's oneDNN library is built for Linux x86-64 and runs on the CPU backend", allow_module_level=True)
 
 DN = ("NDHWC", "DHWIO", "NDHWC")
 
@@ -29,8 +24,7 @@ IDS = ["c3d-first", "flipped-uneven", "plain-bwd", "spatial-s2", "temporal-s2", 
 
 @pytest.fixture(scope="module", autouse=True)
 def _library():
-    # where jaxvx builds the library (Linux x86-64, the CI machines) it must load: a failure, not a skip
-    assert _onednn.available(), _onednn.load_error()
+    require_onednn()
     assert _onednn.version().count(".") == 2
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from flax import serialization
 
+from _nets import init
+
 import jaxvx
 from jaxvx import checkpoints, models
 from jaxvx import train as T
@@ -212,7 +214,7 @@ def test_init_from_copies_the_named_submodules_and_checks_shapes(tmp_path):
         TINY, name="tiny-cnnlstm", model="cnnlstm", model_kwargs=dict(backbone="small", width=0.25, hidden=8),
         init_from=str(source), init_modules=("cnn",)).validate()
     model = models.create(recipe.model, 2, **recipe.model_kwargs)
-    fresh = model.init(jax.random.key(0), jnp.zeros((1, 8, 16, 16, 3)))["params"]
+    fresh = init(model, jnp.zeros((1, 8, 16, 16, 3)))["params"]
     got, sha = T._init_from_checkpoint(fresh, recipe)
     _, src, _ = checkpoints.load(source)
     assert _same(got["cnn"], src["params"]["cnn"])  # copied ...
@@ -221,7 +223,7 @@ def test_init_from_copies_the_named_submodules_and_checks_shapes(tmp_path):
     with pytest.raises(ValueError, match="init_modules names 'head'"):
         T._init_from_checkpoint(fresh, dataclasses.replace(recipe, init_modules=("head",)))
     wide = models.create(recipe.model, 2, backbone="small", width=0.5, hidden=8)
-    wide_params = wide.init(jax.random.key(0), jnp.zeros((1, 8, 16, 16, 3)))["params"]
+    wide_params = init(wide, jnp.zeros((1, 8, 16, 16, 3)))["params"]
     with pytest.raises(ValueError, match=r"cnn\['conv1'\]\['bias'\] has shape \(8,\).*has \(4,\)"):
         T._init_from_checkpoint(wide_params, recipe)
     with pytest.raises(ValueError, match="come together"):
