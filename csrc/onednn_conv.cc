@@ -101,13 +101,18 @@ std::shared_ptr<Primitive> Build(int op, const Geometry& g) {
 }
 
 // Primitives are created once per geometry and thread (creation costs milliseconds; a thread-local cache needs
-// no lock and keeps concurrent executions of one primitive apart).
+// no lock and keeps concurrent executions of one primitive apart). A model has a few dozen geometries; a program
+// that meets many clip shapes (videos of every length) would grow the cache without end, so past kMaxCached
+// entries it starts again (oneDNN's own primitive cache still makes the rebuilds cheap).
+constexpr size_t kMaxCached = 512;
+
 std::shared_ptr<Primitive> Get(int op, const Geometry& g) {
   thread_local std::map<std::vector<int64_t>, std::shared_ptr<Primitive>> cache;
   auto key = g.key(op);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   auto p = Build(op, g);
+  if (cache.size() >= kMaxCached) cache.clear();
   cache.emplace(std::move(key), p);
   return p;
 }

@@ -128,6 +128,9 @@ def test_bad_arguments():
         tsr(input_gradient, block=(0, 3))
     with pytest.raises(TypeError, match="base"):
         tsr("gradient")
+    for bad in (0, 2.5, "all", None, True):
+        with pytest.raises(ValueError, match="batch_size: expected a positive int or 'auto'"):
+            tsr(input_gradient, batch_size=bad)
 
 
 def test_jit_gives_the_same_map(setup):
@@ -138,3 +141,5 @@ def test_jit_gives_the_same_map(setup):
     eager = method(forward, video, target)
     jitted = jax.jit(lambda v, t: method(forward, v, t))(video, target)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5, atol=1e-6)
+    auto = tsr(input_gradient, block=(5, 4))(forward, video, target)  # batch_size="auto": 1 per call on CPU
+    np.testing.assert_allclose(np.asarray(auto), np.asarray(eager), rtol=1e-5, atol=1e-6)
