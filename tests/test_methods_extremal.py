@@ -237,6 +237,25 @@ def test_scan_python_loop_and_jit_agree():
         jax.jit(lambda v: extremal_perturbation(loop="python", **kwargs)(forward, v, jnp.array([0])))(video)
 
 
+def test_scan_memory_does_not_grow_with_the_iterations():
+    """The scanned optimisation keeps one iteration's buffers: 5 and 200 iterations plan the same temporaries,
+    apart from the per-iteration energy history ([iterations, areas, B] floats)."""
+    region = np.zeros((16, 16))
+    region[2:8, 3:9] = 1
+    forward = _region_model(region)
+    video = jnp.asarray(np.random.default_rng(8).normal(size=(1, 2, 16, 16, 3)), jnp.float32)
+    target = jnp.array([0])
+
+    def temp_bytes(iters):
+        method = extremal_perturbation((0.1, 0.2), max_iter=iters, step=4, sigma=5)
+        run = jax.jit(lambda v, t: method(forward, v, t))
+        return run.lower(video, target).compile().memory_analysis().temp_size_in_bytes
+
+    short, long = temp_bytes(5), temp_bytes(200)
+    assert long - short <= 4 * 195 * 2 * 1 * 2 + 1024  # the history (energy and its terms), not 195 iterations
+    assert long < 2 * short
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="areas"):
         extremal_perturbation((0.0,))

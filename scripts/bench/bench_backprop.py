@@ -4,7 +4,9 @@ For each C3D size ("small": width 1/4, "full": width 1, both on 16 x 112 x 112 c
 markdown table with, per method: jaxvx's time (jitted, compile excluded, best of ``--repeats``), that time over the
 jitted forward pass of the same model, the peer's time on a PyTorch twin with identical weights (converted with
 ``jaxvx.convert.c3d_from_torch``), and jaxvx's time over the peer's. The load average before and after each
-configuration is printed too: the machine may be shared.
+configuration is printed too: the machine may be shared. Memory: the MiB XLA plans for each jitted program
+(arguments, outputs and temporaries, ``memory_analysis``) over the forward program's, and on CUDA the peak MiB of
+PyTorch's allocator for the peer.
 
 Each method and its peer are timed in alternating rounds (jaxvx, peer, jaxvx, peer, ...), best round each.
 
@@ -32,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
-from _timing import alternating_best
+from _timing import alternating_best, program_mib, torch_peak_mib
 from jaxvx import _torch_twins as twins
 from jaxvx import convert, lrp
 from jaxvx import methods as M
@@ -167,6 +169,7 @@ def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_su
         fwd_calls["peer"] = torch_device.timed(torch, device, torch_forward)
     fwd_best = alternating_best(fwd_calls, repeats, warmup={})
     t_fwd, t_torch_fwd = fwd_best["jaxvx"], fwd_best.get("peer")
+    mib_fwd = program_mib(fwd, variables, xj)
     for name in names:
         method = table[name]
         f = jax.jit(lambda v, x, t, k, _m=method: _m(functools.partial(model.apply, v), x, t, key=k))
@@ -178,13 +181,21 @@ def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_su
         best = alternating_best(calls, repeats, warmup={"jaxvx": True, "peer": peer_warmup})
         t_m = best["jaxvx"]
         row = {"size": size, "batch": batch, "method": name, "jaxvx_s": t_m, "forward_s": t_fwd,
-               "ratio_forward": t_m / t_fwd}
+               "ratio_forward": t_m / t_fwd, "jaxvx_mib": program_mib(f, variables, xj, tj, key),
+               "forward_mib": mib_fwd}
         if "peer" in best:
             t_p = best["peer"]
-            row.update(peer=label, peer_s=t_p, peer_ratio_forward=t_p / t_torch_fwd, ratio_peer=t_m / t_p)
+            row.update(peer=label, peer_s=t_p, peer_ratio_forward=t_p / t_torch_fwd, ratio_peer=t_m / t_p,
+                       peer_mib=torch_peak_mib(torch, device, calls["peer"]))
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     return rows, t_fwd, t_torch_fwd, (load0, load())
+
+
+def _mib(value, reference=None):
+    if value is None:
+        return "-"
+    return f"{value:.0f}" + (f" ({value / reference:.1f})" if reference else "")
 
 
 def _conv_form_text():
@@ -238,12 +249,14 @@ def main(argv=None):
             tf = f", PyTorch forward {t_tfwd * 1e3:.0f} ms" if t_tfwd is not None else ""
             print(f"\n### C3D {size} (width {SIZES[size]:g}), batch {batch}: jaxvx forward {t_fwd * 1e3:.0f} ms"
                   f"{tf}; load average {l0:.1f} -> {l1:.1f}\n")
-            print("| method | jaxvx (ms) | / forward | peer | peer (ms) | peer / its forward | jaxvx / peer |")
-            print("|---|---:|---:|---|---:|---:|---:|")
+            print("| method | jaxvx (ms) | / forward | peer | peer (ms) | peer / its forward | jaxvx / peer "
+                  "| jaxvx MiB (/ forward's) | peer peak MiB |")
+            print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
             for r in rows:
                 peer = (f"{r['peer']} | {r['peer_s'] * 1e3:.0f} | {r['peer_ratio_forward']:.2f} | "
                         f"{r['ratio_peer']:.2f}") if "peer" in r else "- | - | - | -"
-                print(f"| {r['method']} | {r['jaxvx_s'] * 1e3:.0f} | {r['ratio_forward']:.2f} | {peer} |")
+                print(f"| {r['method']} | {r['jaxvx_s'] * 1e3:.0f} | {r['ratio_forward']:.2f} | {peer} | "
+                      f"{_mib(r['jaxvx_mib'], r['forward_mib'])} | {_mib(r.get('peer_mib'))} |")
             sys.stdout.flush()
             if args.json:  # after every configuration, so that a run stopped early keeps what it measured
                 with open(args.json, "w") as fh:

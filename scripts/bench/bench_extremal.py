@@ -10,7 +10,9 @@ backward, SGD step with dampening, clamp.
 A clip takes 1000 iterations; on a CPU the script times ``--iters`` iterations after a warm-up and reports
 ``per-iteration time x 1000`` (the iterations cost the same throughout: fixed shapes). jaxvx runs both loop
 modes: ``python`` (one jitted step per iteration) and ``scan`` (all iterations in one ``lax.scan``); compile time
-is excluded and printed apart. Prints one JSON line per configuration and a markdown table.
+is excluded and printed apart. Memory: the MiB XLA plans for the scanned program (arguments, outputs and
+temporaries, ``memory_analysis``: the 1000 iterations' scan holds one iteration's activations), and on CUDA the
+peak of PyTorch's allocator over its loop. Prints one JSON line per configuration and a markdown table.
 
 Usage::
 
@@ -34,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
+from _timing import program_mib, torch_peak_mib
 from jaxvx import _torch_twins as twins
 from jaxvx import convert
 from jaxvx.methods import ep3d, step
@@ -42,7 +45,7 @@ AREAS = (0.05, 0.1, 0.15, 0.5)
 
 
 def torch_loop(torch, model, video, target, *, core, iters, warmup=1, device=None):
-    """Li et al.'s per-iteration loop (TorchRay pieces), timed: seconds per iteration."""
+    """Li et al.'s per-iteration loop (TorchRay pieces), timed: (seconds per iteration, peak MiB on CUDA or None)."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "peers", "_stubs"))
     from torchray.attribution.extremal_perturbation import MaskGenerator
     from torchray.utils import imsmooth
@@ -109,21 +112,27 @@ def torch_loop(torch, model, video, target, *, core, iters, warmup=1, device=Non
     for _ in range(iters):
         iteration()
     sync()
-    return (time.perf_counter() - t0) / iters
+    per_iter = (time.perf_counter() - t0) / iters
+    return per_iter, torch_peak_mib(torch, device, iteration)
 
 
 def jax_times(method_factory, forward, video, target, iters, loops=("python", "scan")):
-    """(compile + first run, seconds per iteration) of a jaxvx method, for each loop mode."""
+    """(compile + first run, seconds per iteration, planned MiB for scan) of a jaxvx method, per loop mode."""
     out = {}
     for loop in loops:
         method = method_factory(AREAS, max_iter=iters, loop=loop)
+        call = functools.partial(method, forward)
+        if loop == "scan":  # the whole optimisation is one program: jit it here to read its memory plan too
+            call = jax.jit(call)
         t0 = time.perf_counter()
-        jax.block_until_ready(method(forward, video, target))
+        jax.block_until_ready(call(video, target))
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        jax.block_until_ready(method(forward, video, target))  # compiled (cached per forward)
+        jax.block_until_ready(call(video, target))  # compiled (cached per forward)
         per_iter = (time.perf_counter() - t0) / iters
         out[loop] = {"first_call_s": first, "per_iter_s": per_iter}
+        if loop == "scan":
+            out[loop]["mib"] = program_mib(call, video, target)
     return out
 
 
@@ -169,8 +178,8 @@ def main():
                   "date": time.strftime("%Y-%m-%d"), "load_before": os.getloadavg()[0]}
         result["jaxvx"] = jax_times(factories[name], forward, x, jnp.array([target]), args.iters, args.loops)
         if not args.no_torch:
-            result["torch_per_iter_s"] = torch_loop(torch, tm, video, target, core=name == "step",
-                                                    iters=args.torch_iters or args.iters, device=device)
+            result["torch_per_iter_s"], result["torch_mib"] = torch_loop(
+                torch, tm, video, target, core=name == "step", iters=args.torch_iters or args.iters, device=device)
         result["load_after"] = os.getloadavg()[0]
         print(json.dumps(result), flush=True)
         rows.append(result)
@@ -179,13 +188,15 @@ def main():
                 json.dump(rows, fh, indent=1)
     print()
     print("| method | model | jaxvx python loop (s / clip) | jaxvx scan (s / clip) | PyTorch loop (s / clip) | "
-          "speed-up (best jaxvx) |")
-    print("|---|---|---|---|---|---|")
+          "speed-up (best jaxvx) | jaxvx scan MiB | PyTorch peak MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         py, sc = (r["jaxvx"][k]["per_iter_s"] * 1000 if k in r["jaxvx"] else float("nan") for k in ("python", "scan"))
         th = r.get("torch_per_iter_s", float("nan")) * 1000
+        mj, mt = r["jaxvx"].get("scan", {}).get("mib"), r.get("torch_mib")
         print(f"| {r['method']} | {r['model']} x{r['width']} | {py:.1f} | {sc:.1f} | {th:.1f} | "
-              f"{th / np.nanmin([py, sc]):.2f} |")
+              f"{th / np.nanmin([py, sc]):.2f} | {'-' if mj is None else f'{mj:.0f}'} | "
+              f"{'-' if mt is None else f'{mt:.0f}'} |")
 
 
 if __name__ == "__main__":

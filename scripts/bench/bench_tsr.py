@@ -13,7 +13,9 @@ The loops are timed on ``--loop-masks`` masked clips and scaled to that count (t
 ``--loop-masks 0`` times them all); jaxvx is timed end to end. ``--rounds`` rounds alternate the implementations
 (a shared machine's slow spells then hit all of them) and each one's best round is reported. ``--block`` sets the block size: the paper setting is 10 (144 blocks at 112 pixels,
 2047 calls); on a 2-core CPU ``--block 56`` (4 blocks, 87 calls) keeps a run to minutes, and the per-call times
-carry over. Prints one JSON line and a markdown table.
+carry over. Memory: the MiB XLA plans for jaxvx's program and for loop (a)'s base call (arguments, outputs and
+temporaries: ``memory_analysis``), and on CUDA the peak of PyTorch's allocator for one captum call. Prints one
+JSON line and a markdown table.
 
 Usage::
 
@@ -36,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
+from _timing import program_mib, torch_peak_mib
 from jaxvx import _torch_twins as twins
 from jaxvx import convert
 from jaxvx.methods import gradient, tsr
@@ -45,6 +48,10 @@ from jaxvx.methods._tsr import tsr_num_selected
 def minmax(x):
     span = x.max() - x.min()
     return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+
+def _batch_size(text):
+    return text if text == "auto" else int(text)
 
 
 def masks_of(frames, size, block, order):
@@ -63,7 +70,8 @@ def main():
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--block", type=int, default=10)
     parser.add_argument("--width", type=float, default=0.125, help="C3D width multiplier (1/8: conv1 has 8)")
-    parser.add_argument("--batch-size", type=int, default=8, help="masked clips per call inside jaxvx's lax.map")
+    parser.add_argument("--batch-size", type=_batch_size, default="auto",
+                        help="masked clips per call inside jaxvx's lax.map: an int or 'auto' (tsr's default)")
     parser.add_argument("--loop-masks", type=int, default=12,
                         help="masked clips timed for each loop, scaled to all calls (0: time them all)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; each implementation's best counts")
@@ -104,11 +112,13 @@ def main():
     t0 = time.perf_counter()
     compiled = run.lower(x, tgt).compile()
     result["jaxvx_compile_s"] = time.perf_counter() - t0
+    result["jaxvx_mib"] = program_mib(run, x, tgt)
     jax.block_until_ready(method(forward, x, tgt))  # the eager path compiles its chunk program here
 
     # loop (a): a jitted base call per mask
     jbase = jax.jit(lambda v, t: base(forward, v, t))
     actual = np.asarray(jbase(x, tgt))
+    result["loop_a_mib"] = program_mib(jbase, x, tgt)
     order = list(range(k))  # which frames does not change the cost per mask
     masks = list(masks_of(t_len, size, block, order))
     if args.loop_masks:
@@ -125,6 +135,7 @@ def main():
         saliency = Saliency(tm)
         xt = torch.tensor(video.transpose(0, 4, 1, 2, 3)).to(device)
         actual_t = saliency.attribute(xt, target=target).cpu().numpy()
+        result["loop_b_mib"] = torch_peak_mib(torch, device, lambda: saliency.attribute(xt.clone(), target=target))
 
         def loop_b():  # .cpu() waits for the device, as the papers' loops did when they read each map back
             for t, rows, cols in masks:
@@ -166,17 +177,20 @@ def main():
           f"{args.width}, {result['backend']} ({result['cpus']} CPUs)")
     print()
     best = min(result["jaxvx_s"], result["jaxvx_eager_s"])
-    print("| implementation | time (s) | per base call (s) | its time / jaxvx's best |")
-    print("|---|---|---|---|")
+    def mib(key):
+        return "-" if result.get(key) is None else f"{result[key]:.0f}"
+
+    print("| implementation | time (s) | per base call (s) | its time / jaxvx's best | memory (MiB) |")
+    print("|---|---|---|---|---|")
     print(f"| jaxvx under jax.jit (one program, lax.map) | {result['jaxvx_s']:.1f} | {result['jaxvx_s'] / calls:.3f} "
-          f"| {result['jaxvx_s'] / best:.2f} |")
+          f"| {result['jaxvx_s'] / best:.2f} | {mib('jaxvx_mib')} |")
     print(f"| jaxvx called eagerly (chunks of one compiled program) | {result['jaxvx_eager_s']:.1f} | "
-          f"{result['jaxvx_eager_s'] / calls:.3f} | {result['jaxvx_eager_s'] / best:.2f} |")
+          f"{result['jaxvx_eager_s'] / calls:.3f} | {result['jaxvx_eager_s'] / best:.2f} | - |")
     print(f"| loop (a): jitted base per mask | {result['loop_a_s']:.1f} | {result['loop_a_per_call_s']:.3f} | "
-          f"{result['loop_a_s'] / best:.2f} |")
+          f"{result['loop_a_s'] / best:.2f} | {mib('loop_a_mib')} |")
     if "loop_b_s" in result:
         print(f"| loop (b): PyTorch + captum Saliency | {result['loop_b_s']:.1f} | {result['loop_b_per_call_s']:.3f} "
-              f"| {result['loop_b_s'] / best:.2f} |")
+              f"| {result['loop_b_s'] / best:.2f} | {mib('loop_b_mib')} |")
 
 
 if __name__ == "__main__":
