@@ -98,7 +98,7 @@ def _truth_on_model_grid(record, card) -> dict:
 
 def _explain(args) -> int:
     from jaxvx import checkpoints, data, io
-    from jaxvx.explain import explain_clip, write_outputs
+    from jaxvx.explain import LRP_METHODS, explain_clip, write_outputs
 
     card = checkpoints.load_card(args.checkpoint)
     t_model = int(card["input_shape"][0])
@@ -121,10 +121,13 @@ def _explain(args) -> int:
                           ground_truth=ground_truth)
     paths = write_outputs(result, args.out, fps=fps)
     n = result.numbers
+    ratio = n["relevance_sum_over_logit"]
+    # a sum-decomposition of the logit (LRP) is checked by this ratio; other methods' maps have no such sum
+    conservation = ("" if args.method not in LRP_METHODS else
+                    f"; relevance sum / logit = {ratio if ratio is None else round(ratio, 4)}")
     print(f"{what}: predicted {n['predicted']['name']} (p={n['predicted']['probability']:.3f}); "
           f"{args.method} took {n['seconds']['explanation'] * 1e3:.1f} ms "
-          f"({n['seconds']['ratio']:.1f}x the forward pass); relevance sum / logit = "
-          f"{n['relevance_sum_over_logit'] if n['relevance_sum_over_logit'] is None else round(n['relevance_sum_over_logit'], 4)}")
+          f"({n['seconds']['ratio']:.1f}x the forward pass){conservation}")
     if "ground_truth" in n:
         for key, value in n["ground_truth"].items():
             if isinstance(value, dict):

@@ -7,7 +7,8 @@ This is the library behind ``jaxvx explain`` (and the README's first command):
 
 Methods are chosen by name (:data:`METHODS`); :func:`build_method` turns a name into a method of the common call
 shape for a given checkpoint, filling in what depends on the model: the pixel bounds of the z^B rule from the
-checkpoint's normalisation, the last convolution for the CAM methods, and BatchNorm folding for LRP.
+checkpoint's normalisation, the last convolution for the CAM methods, BatchNorm folding for LRP, and the window
+and block sizes of the perturbation methods from the input size.
 """
 
 from __future__ import annotations
@@ -24,13 +25,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["METHODS", "Explanation", "build_method", "explain_clip", "model_input", "stream", "write_outputs"]
+__all__ = ["LRP_METHODS", "METHODS", "Explanation", "build_method", "explain_clip", "model_input", "stream",
+           "write_outputs"]
 
-_LRP = ("deep_taylor", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
+# the methods whose maps sum-decompose the logit (their relevance sum over the logit is a check)
+LRP_METHODS = ("deep_taylor", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
 METHODS: tuple[str, ...] = (
-    *_LRP, "gradient", "sensitivity", "gradient_x_input", "integrated_gradients", "guided_backprop", "gradcam",
-    "guided_gradcam",
+    *LRP_METHODS, "gradient", "sensitivity", "gradient_x_input", "integrated_gradients", "guided_backprop", "gradcam",
+    "guided_gradcam", "occlusion", "tsr", "ep3d", "step",
 )
+# EP-3D and STEP by name optimise one preserved volume of this fraction of the clip (Li et al. run several areas at
+# once: call jaxvx.methods.ep3d / step with the areas you need)
+EXTREMAL_AREA = 0.1
+
+
+def _with_channel_axis(method: Callable) -> Callable:
+    """A method returning ``[B, T, H, W]`` maps as one returning ``[B, T, H, W, 1]``, the shape the explain, run and
+    stream paths reduce over channels."""
+
+    def with_axis(forward, video, target=None, *, key=None):
+        return method(forward, video, target, key=key)[..., None]
+
+    with_axis.__name__ = getattr(method, "__name__", "method")
+    return with_axis
 
 
 def _pixel_bounds(card: Mapping) -> tuple[np.ndarray, np.ndarray]:
@@ -56,17 +73,21 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
     ``variables`` an argument of it: closed-over parameters become constants that XLA folds at length).
 
     LRP methods get the BatchNorm-folded model (:func:`jaxvx.lrp.canonize`); the z^B rule of ``deep_taylor`` and
-    ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1].
+    ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1]. The perturbation methods
+    (their maps ``[B, T, H, W, 1]``): ``occlusion`` with windows of ``T/4 x H/7 x W/7`` (captum's semantics; 4 x 16 x
+    16 at 16 x 112 x 112: 196 occluded clips), ``tsr`` two-step over the gradient magnitude with 10 x 10 blocks
+    (``1 + T + k * blocks`` gradients), ``ep3d`` and ``step`` with Li et al.'s settings (1000 iterations) and one
+    area, :data:`EXTREMAL_AREA`, the mask as the map.
     """
     from jaxvx import lrp, methods
 
     if name not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {name!r}")
-    if name in _LRP:
+    if name in LRP_METHODS:
         model, variables = lrp.canonize(model, variables)
     forward = functools.partial(model.apply, variables)
     low, high = _pixel_bounds(card)
-    if name in _LRP:
+    if name in LRP_METHODS:
         composite = {
             "deep_taylor": lambda: lrp.deep_taylor(low=low, high=high),
             "epsilon_plus": lrp.epsilon_plus,
@@ -75,6 +96,15 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
             "epsilon_alpha2_beta1": lrp.epsilon_alpha2_beta1,
         }[name]()
         return methods.lrp(composite), model, variables
+    if name in ("occlusion", "tsr", "ep3d", "step"):
+        t, h, w = (int(n) for n in card["input_shape"][:3])
+        method = {
+            "occlusion": lambda: methods.occlusion(window=(max(1, t // 4), max(1, h // 7), max(1, w // 7))),
+            "tsr": lambda: methods.tsr(methods.gradient(absolute=True)),
+            "ep3d": lambda: methods.ep3d(EXTREMAL_AREA, output="map"),
+            "step": lambda: methods.step(EXTREMAL_AREA, output="map"),
+        }[name]()
+        return _with_channel_axis(method), model, variables
     if name in ("gradcam", "guided_gradcam"):
         shape = (1, *card["input_shape"])
         layer = _last_conv(forward, jnp.zeros(shape, jnp.float32))

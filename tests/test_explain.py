@@ -63,6 +63,37 @@ def test_explain_a_video_file_with_a_rational_step(tiny_checkpoint, tmp_path, ca
     assert "selective" not in numbers and "ground_truth" not in numbers
 
 
+def test_perturbation_methods_by_name(tiny_checkpoint):
+    """``build_method`` names the perturbation methods with the checkpoint's sizes; their maps get a channel axis
+    of 1 so that every path reduces them like the others. Occlusion runs and equals a direct call with windows of
+    T/4 x H/7 x W/7; TSR, EP-3D and STEP (129 gradients, 1000 iterations) are traced only."""
+    import functools
+
+    import jax
+
+    from jaxvx import methods
+    from jaxvx.explain import EXTREMAL_AREA, METHODS, build_method
+
+    model, variables, card = checkpoints.load(tiny_checkpoint)
+    video = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 16, 32, 32, 3)), jnp.float32)
+    target = jnp.asarray([3])
+    forward = functools.partial(model.apply, variables)
+    direct = {"occlusion": methods.occlusion(window=(4, 4, 4))}
+    for name in ("occlusion", "tsr", "ep3d", "step"):
+        assert name in METHODS
+        method, model_m, variables_m = build_method(name, model, variables, card)
+        assert model_m is model and variables_m is variables
+        if name in direct:
+            got = np.asarray(method(forward, video, target))
+            want = np.asarray(direct[name](forward, video, target))
+            assert got.shape == (1, 16, 32, 32, 1) and np.abs(want).max() > 0
+            np.testing.assert_allclose(got[..., 0], want, rtol=1e-6, atol=1e-7)
+        else:
+            shape = jax.eval_shape(lambda v, t, m=method: m(forward, v, t), video, target)
+            assert shape.shape == (1, 16, 32, 32, 1)
+    assert 0 < EXTREMAL_AREA < 1
+
+
 def test_explain_reports_bad_input_in_one_line(tiny_checkpoint, tmp_path, capsys):
     assert main(["explain", str(tmp_path / "missing.mp4"), "--checkpoint", tiny_checkpoint,
                  "--out", str(tmp_path / "o")]) == 2
