@@ -32,7 +32,7 @@ __all__ = ["LRP_METHODS", "METHODS", "Explanation", "build_method", "explain_cli
 LRP_METHODS = ("deep_taylor", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
 METHODS: tuple[str, ...] = (
     *LRP_METHODS, "gradient", "sensitivity", "gradient_x_input", "integrated_gradients", "guided_backprop", "gradcam",
-    "guided_gradcam", "occlusion", "tsr", "ep3d", "step",
+    "guided_gradcam", "occlusion", "frame_masking", "tsr", "ep3d", "step",
 )
 # EP-3D and STEP by name optimise one preserved volume of this fraction of the clip (Li et al. run several areas at
 # once: call jaxvx.methods.ep3d / step with the areas you need)
@@ -48,6 +48,17 @@ def _with_channel_axis(method: Callable) -> Callable:
 
     with_axis.__name__ = getattr(method, "__name__", "method")
     return with_axis
+
+
+def _frames_as_map(method: Callable) -> Callable:
+    """A method returning per-frame scores ``[B, T]`` as one returning ``[B, T, H, W]`` (each frame its score)."""
+    from jaxvx.methods import broadcast_frames
+
+    def as_map(forward, video, target=None, *, key=None):
+        return broadcast_frames(method(forward, video, target, key=key), video)
+
+    as_map.__name__ = getattr(method, "__name__", "method")
+    return as_map
 
 
 def _pixel_bounds(card: Mapping) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +86,8 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
     LRP methods get the BatchNorm-folded model (:func:`jaxvx.lrp.canonize`); the z^B rule of ``deep_taylor`` and
     ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1]. The perturbation methods
     (their maps ``[B, T, H, W, 1]``): ``occlusion`` with windows of ``T/4 x H/7 x W/7`` (captum's semantics; 4 x 16 x
-    16 at 16 x 112 x 112: 196 occluded clips), ``tsr`` two-step over the gradient magnitude with 10 x 10 blocks
+    16 at 16 x 112 x 112: 196 occluded clips), ``frame_masking`` (the drop of the logit with each frame masked,
+    Jayawardhana et al.'s time contribution, each frame filled with its score), ``tsr`` two-step over the gradient magnitude with 10 x 10 blocks
     (``1 + T + k * blocks`` gradients), ``ep3d`` and ``step`` with Li et al.'s settings (1000 iterations) and one
     area, :data:`EXTREMAL_AREA`, the mask as the map.
     """
@@ -96,10 +108,11 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
             "epsilon_alpha2_beta1": lrp.epsilon_alpha2_beta1,
         }[name]()
         return methods.lrp(composite), model, variables
-    if name in ("occlusion", "tsr", "ep3d", "step"):
+    if name in ("occlusion", "frame_masking", "tsr", "ep3d", "step"):
         t, h, w = (int(n) for n in card["input_shape"][:3])
         method = {
             "occlusion": lambda: methods.occlusion(window=(max(1, t // 4), max(1, h // 7), max(1, w // 7))),
+            "frame_masking": lambda: _frames_as_map(methods.frame_masking()),
             "tsr": lambda: methods.tsr(methods.gradient(absolute=True)),
             "ep3d": lambda: methods.ep3d(EXTREMAL_AREA, output="map"),
             "step": lambda: methods.step(EXTREMAL_AREA, output="map"),

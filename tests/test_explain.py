@@ -65,8 +65,8 @@ def test_explain_a_video_file_with_a_rational_step(tiny_checkpoint, tmp_path, ca
 
 def test_perturbation_methods_by_name(tiny_checkpoint):
     """``build_method`` names the perturbation methods with the checkpoint's sizes; their maps get a channel axis
-    of 1 so that every path reduces them like the others. Occlusion runs and equals a direct call with windows of
-    T/4 x H/7 x W/7; TSR, EP-3D and STEP (129 gradients, 1000 iterations) are traced only."""
+    of 1 so that every path reduces them like the others. Occlusion (windows of T/4 x H/7 x W/7) and frame masking
+    (each frame filled with its score) run and equal direct calls; TSR, EP-3D and STEP (129 gradients, 1000 iterations) are traced only."""
     import functools
 
     import jax
@@ -78,8 +78,9 @@ def test_perturbation_methods_by_name(tiny_checkpoint):
     video = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 16, 32, 32, 3)), jnp.float32)
     target = jnp.asarray([3])
     forward = functools.partial(model.apply, variables)
-    direct = {"occlusion": methods.occlusion(window=(4, 4, 4))}
-    for name in ("occlusion", "tsr", "ep3d", "step"):
+    direct = {"occlusion": methods.occlusion(window=(4, 4, 4)),
+              "frame_masking": lambda f, v, t: methods.frame_masking()(f, v, t)[:, :, None, None] * jnp.ones((32, 32))}
+    for name in ("occlusion", "frame_masking", "tsr", "ep3d", "step"):
         assert name in METHODS
         method, model_m, variables_m = build_method(name, model, variables, card)
         assert model_m is model and variables_m is variables
