@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["LRP_METHODS", "METHODS", "Explanation", "build_method", "explain_clip", "model_input", "stream",
-           "write_outputs"]
+__all__ = ["EXTREMAL_AREA", "LRP_METHODS", "METHODS", "Explanation", "build_method", "explain_clip", "model_input",
+           "stream", "write_outputs"]
 
 # the methods whose maps sum-decompose the logit (their relevance sum over the logit is a check)
 LRP_METHODS = ("deep_taylor", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
@@ -87,9 +87,9 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
     ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1]. The perturbation methods
     (their maps ``[B, T, H, W, 1]``): ``occlusion`` with windows of ``T/4 x H/7 x W/7`` (captum's semantics; 4 x 16 x
     16 at 16 x 112 x 112: 196 occluded clips), ``frame_masking`` (the drop of the logit with each frame masked,
-    Jayawardhana et al.'s time contribution, each frame filled with its score), ``tsr`` two-step over the gradient magnitude with 10 x 10 blocks
-    (``1 + T + k * blocks`` gradients), ``ep3d`` and ``step`` with Li et al.'s settings (1000 iterations) and one
-    area, :data:`EXTREMAL_AREA`, the mask as the map.
+    Jayawardhana et al.'s time contribution; each frame filled with its score), ``tsr`` two-step over the gradient
+    magnitude with 10 x 10 blocks (``1 + T + k * blocks`` gradients), ``ep3d`` and ``step`` with Li et al.'s
+    settings (1000 iterations) and one area, :data:`EXTREMAL_AREA`, the mask as the map.
     """
     from jaxvx import lrp, methods
 

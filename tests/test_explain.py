@@ -66,7 +66,8 @@ def test_explain_a_video_file_with_a_rational_step(tiny_checkpoint, tmp_path, ca
 def test_perturbation_methods_by_name(tiny_checkpoint):
     """``build_method`` names the perturbation methods with the checkpoint's sizes; their maps get a channel axis
     of 1 so that every path reduces them like the others. Occlusion (windows of T/4 x H/7 x W/7) and frame masking
-    (each frame filled with its score) run and equal direct calls; TSR, EP-3D and STEP (129 gradients, 1000 iterations) are traced only."""
+    (each frame filled with its score) run and equal direct calls; TSR, EP-3D and STEP (129 gradients, 1000
+    iterations) are traced only."""
     import functools
 
     import jax
