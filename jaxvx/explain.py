@@ -281,8 +281,11 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
       at least 224 pixels;
     - ``sheet.png``: frames, relevance and (if computed) selective relevance, one row each;
     - ``frame_share.png``: ``P_t`` with its quadratic (border effect) and linear (lookahead) fits;
-    - ``explanation.json``: the numbers; ``relevance.npy``: the channel-summed map ``[T, H, W]``.
+    - ``explanation.json``: the numbers, strict JSON (an undefined number, such as the motion precision of a
+      selective map that kept nothing, is ``null``, as in the pipeline's rows); ``relevance.npy``: the
+      channel-summed map ``[T, H, W]``.
     """
+    from jaxvx._pipeline_results import jsonable
     from jaxvx.io import write_video
     from jaxvx.viz import explanation_sheet, overlay, plot_frame_share, save_png
 
@@ -305,7 +308,7 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
     paths["json"] = os.path.join(out, "explanation.json")
     tmp = paths["json"] + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({**result.numbers, "files": paths}, f, indent=2)
+        json.dump(jsonable({**result.numbers, "files": paths}), f, indent=2, allow_nan=False)
     os.replace(tmp, paths["json"])
     return paths
 

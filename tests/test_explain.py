@@ -96,6 +96,26 @@ def test_perturbation_methods_by_name(tiny_checkpoint):
     assert 0 < EXTREMAL_AREA < 1
 
 
+def test_explanation_json_is_strict_json(tmp_path):
+    """An undefined number (NaN: e.g. the motion precision of a selective map that kept nothing) is written as
+    null: strict parsers (jq, JavaScript) read explanation.json."""
+    from jaxvx.explain import Explanation, write_outputs
+
+    rng = np.random.default_rng(0)
+    numbers = {"predicted": {"name": "a", "probability": 0.5}, "ground_truth": {"selective": {"motion_precision":
+               float("nan")}}, "frame_share": np.full(4, 0.25), "border_effect_B": np.float32(np.inf)}
+    result = Explanation("ck", "ep3d", rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8), rng.random((4, 8, 8)),
+                         None, None, np.zeros(2), ["a", "b"], 0, np.full(4, 0.25), {}, numbers)
+    paths = write_outputs(result, tmp_path / "out")
+
+    def reject(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    written = json.loads((tmp_path / "out" / "explanation.json").read_text(), parse_constant=reject)
+    assert written["ground_truth"]["selective"]["motion_precision"] is None and written["border_effect_B"] is None
+    assert written["frame_share"] == [0.25] * 4 and written["files"]["json"] == paths["json"]
+
+
 def test_explain_reports_bad_input_in_one_line(tiny_checkpoint, tmp_path, capsys):
     assert main(["explain", str(tmp_path / "missing.mp4"), "--checkpoint", tiny_checkpoint,
                  "--out", str(tmp_path / "o")]) == 2
