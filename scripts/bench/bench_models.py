@@ -6,6 +6,10 @@ BatchNorm running statistics). Prints one JSON line per model and a markdown tab
 
     python scripts/bench/bench_models.py                 # every model, batch 1 and 8
     python scripts/bench/bench_models.py --only small    # only the small variants (a minute on 2 cores)
+    python scripts/bench/bench_models.py --match C3D "R(2+1)D"   # models whose name contains one of these
+
+Variables are drawn with NumPy on ``jax.eval_shape(model.init)``'s shapes (He-normal kernels, small biases, unit
+BatchNorm statistics): compiling ``model.init``'s random draws takes longer than the timings on a CPU.
 """
 
 from __future__ import annotations
@@ -46,6 +50,25 @@ def parameter_count(variables) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(variables["params"])))
 
 
+def random_variables(model, x):
+    """Variables of ``model`` for ``x`` from NumPy: He-normal kernels, N(0, 0.01) biases, BatchNorm mean 0 and
+    variance and scale 1."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    rng = np.random.default_rng(0)
+
+    def draw(path, s):
+        name = getattr(path[-1], "key", None)
+        if name in ("var", "scale"):
+            return jnp.ones(s.shape, s.dtype)
+        if name == "mean":
+            return jnp.zeros(s.shape, s.dtype)
+        if name == "bias" or len(s.shape) == 1:
+            return jnp.asarray(rng.normal(0, 0.01, s.shape), s.dtype)
+        return jnp.asarray(rng.normal(0, np.sqrt(2 / np.prod(s.shape[:-1])), s.shape), s.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def median_time(fn, x, repeats: int) -> float:
     jax.block_until_ready(fn(x))  # compile and warm up
     times = []
@@ -59,16 +82,17 @@ def median_time(fn, x, repeats: int) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["full", "small"], help="time only the full-size or the small models")
+    parser.add_argument("--match", nargs="+", help="time only the models whose name contains one of these")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     rows = []
     for name, make, shape, size in MODELS:
-        if args.only and size != args.only:
+        if (args.only and size != args.only) or (args.match and not any(m in name for m in args.match)):
             continue
         model = make()
         x1 = jnp.asarray(np.random.default_rng(0).normal(size=(1,) + shape).astype(np.float32))
-        variables = model.init(jax.random.key(0), x1)
+        variables = random_variables(model, x1)
         apply = jax.jit(model.apply)  # variables as an argument: closed over, XLA would constant-fold them
         forward = functools.partial(apply, variables)
         row = {"model": name, "input": list(shape), "parameters": parameter_count(variables)}
