@@ -32,7 +32,8 @@ __all__ = ["EXTREMAL_AREA", "LRP_METHODS", "METHODS", "Explanation", "build_meth
 LRP_METHODS = ("deep_taylor", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
 METHODS: tuple[str, ...] = (
     *LRP_METHODS, "gradient", "sensitivity", "gradient_x_input", "integrated_gradients", "guided_backprop", "gradcam",
-    "guided_gradcam", "occlusion", "frame_masking", "tsr", "ep3d", "step",
+    "guided_gradcam", "saliency_tubes", "excitation_backprop", "contrastive_excitation_backprop", "occlusion",
+    "frame_masking", "tsr", "ep3d", "step",
 )
 # EP-3D and STEP by name optimise one preserved volume of this fraction of the clip (Li et al. run several areas at
 # once: call jaxvx.methods.ep3d / step with the areas you need)
@@ -83,8 +84,11 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
     ``functools.partial(model.apply, variables)`` as its ``forward`` (inside the jitted function, with
     ``variables`` an argument of it: closed-over parameters become constants that XLA folds at length).
 
-    LRP methods get the BatchNorm-folded model (:func:`jaxvx.lrp.canonize`); the z^B rule of ``deep_taylor`` and
-    ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1]. The perturbation methods
+    LRP methods and excitation backprop get the BatchNorm-folded model (:func:`jaxvx.lrp.canonize`); the z^B rule of ``deep_taylor`` and
+    ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1]. ``excitation_backprop`` maps
+    the winning probabilities of the last convolution's outputs (upsampled), ``contrastive_excitation_backprop``
+    (Bargal et al.'s cEB-R) needs a :class:`jaxvx.models.CNNLSTM` and ``saliency_tubes`` (Stergiou et al.) a
+    :class:`jaxvx.models.R2Plus1D18` (global average pooling under one Dense head). The perturbation methods
     (their maps ``[B, T, H, W, 1]``): ``occlusion`` with windows of ``T/4 x H/7 x W/7`` (captum's semantics; 4 x 16 x
     16 at 16 x 112 x 112: 196 occluded clips), ``frame_masking`` (the drop of the logit with each frame masked,
     Jayawardhana et al.'s time contribution; each frame filled with its score), ``tsr`` two-step over the gradient
@@ -95,7 +99,7 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
 
     if name not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {name!r}")
-    if name in LRP_METHODS:
+    if name in LRP_METHODS or name == "excitation_backprop":
         model, variables = lrp.canonize(model, variables)
     forward = functools.partial(model.apply, variables)
     low, high = _pixel_bounds(card)
@@ -118,10 +122,27 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
             "step": lambda: methods.step(EXTREMAL_AREA, output="map"),
         }[name]()
         return _with_channel_axis(method), model, variables
-    if name in ("gradcam", "guided_gradcam"):
+    if name in ("gradcam", "guided_gradcam", "excitation_backprop"):
         shape = (1, *card["input_shape"])
         layer = _last_conv(forward, jnp.zeros(shape, jnp.float32))
-        return (methods.gradcam(layer) if name == "gradcam" else methods.guided_gradcam(layer)), model, variables
+        factory = {"gradcam": methods.gradcam, "guided_gradcam": methods.guided_gradcam,
+                   "excitation_backprop": methods.excitation_backprop}[name]
+        return factory(layer), model, variables
+    if name == "contrastive_excitation_backprop":
+        from jaxvx.models import CNNLSTM
+
+        if not isinstance(model, CNNLSTM):
+            raise ValueError(f"contrastive_excitation_backprop needs a CNN-LSTM (jaxvx.models.CNNLSTM), this "
+                             f"checkpoint holds a {type(model).__name__}")
+        return methods.contrastive_excitation_backprop(), model, variables
+    if name == "saliency_tubes":
+        from jaxvx.models import R2Plus1D18
+
+        if not isinstance(model, R2Plus1D18):
+            raise ValueError(f"saliency_tubes by name needs global average pooling under one Dense head "
+                             f"(jaxvx.models.R2Plus1D18), this checkpoint holds a {type(model).__name__}; call "
+                             "jaxvx.methods.saliency_tubes(layer, head) with your model's layers")
+        return methods.saliency_tubes("layer4_1", "fc"), model, variables
     method = {
         "gradient": lambda: methods.gradient(),
         "sensitivity": lambda: methods.gradient(squared=True),

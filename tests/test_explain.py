@@ -96,6 +96,36 @@ def test_perturbation_methods_by_name(tiny_checkpoint):
     assert 0 < EXTREMAL_AREA < 1
 
 
+def test_baselines_by_name_pick_their_layers_and_models(tiny_checkpoint):
+    """excitation_backprop (on the folded model, at the last convolution) equals the direct call; saliency tubes
+    and contrastive EB resolve on the shipped R(2+1)D and CNN-LSTM and name what they need elsewhere."""
+    import functools
+
+    import jax
+
+    from jaxvx import lrp, methods
+    from jaxvx.explain import build_method
+
+    model, variables, card = checkpoints.load(tiny_checkpoint)
+    video = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (1, 16, 32, 32, 3)), jnp.float32)
+    target = jnp.asarray([1])
+    method, model_m, variables_m = build_method("excitation_backprop", model, variables, card)
+    folded, fv = lrp.canonize(model, variables)
+    want = jax.jit(lambda v, t: methods.excitation_backprop("conv5b")(functools.partial(folded.apply, fv), v, t))(
+        video, target)
+    got = jax.jit(lambda v, t: method(functools.partial(model_m.apply, variables_m), v, t))(video, target)
+    assert np.abs(np.asarray(want)).max() > 0
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
+    for name in ("saliency_tubes", "contrastive_excitation_backprop"):
+        with pytest.raises(ValueError, match=f"{name}.*C3D"):
+            build_method(name, model, variables, card)
+    for name, shipped in (("saliency_tubes", "r2plus1d-small"), ("contrastive_excitation_backprop", "cnnlstm-small")):
+        model, variables, card = checkpoints.load(shipped)
+        method, model_m, variables_m = build_method(name, model, variables, card)
+        shape = jax.eval_shape(lambda v, t: method(functools.partial(model_m.apply, variables_m), v, t), video, target)
+        assert shape.shape == video.shape
+
+
 def test_explanation_json_is_strict_json(tmp_path):
     """An undefined number (NaN: e.g. the motion precision of a selective map that kept nothing) is written as
     null: strict parsers (jq, JavaScript) read explanation.json."""
