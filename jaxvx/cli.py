@@ -130,8 +130,9 @@ def _explain(args) -> int:
           f"({n['seconds']['ratio']:.1f}x the forward pass){conservation}")
     if "ground_truth" in n:
         for key, value in n["ground_truth"].items():
-            if isinstance(value, dict):
-                print(f"  {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in value.items()))
+            if isinstance(value, dict):  # NaN: undefined, e.g. the motion precision of an empty selection
+                print(f"  {key}: " + ", ".join(f"{k} {v:.3f}" if v == v else f"{k} undefined (empty map)"
+                                               for k, v in value.items()))
     for kind, path in paths.items():
         print(f"  wrote {kind}: {path}")
     return 0
