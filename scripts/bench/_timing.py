@@ -50,3 +50,10 @@ def torch_peak_mib(torch, device, fn):
     fn()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def format_mib(value, reference=None) -> str:
+    """A table cell for a MiB figure: ``"-"`` where none was measured, ``"N (r)"`` with ``r = value / reference``."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" + (f" ({value / reference:.1f})" if reference else "")

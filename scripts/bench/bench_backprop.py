@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
-from _timing import alternating_best, program_mib, torch_peak_mib
+from _timing import alternating_best, format_mib, program_mib, torch_peak_mib
 from jaxvx import _torch_twins as twins
 from jaxvx import convert, lrp
 from jaxvx import methods as M
@@ -192,12 +192,6 @@ def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_su
     return rows, t_fwd, t_torch_fwd, (load0, load())
 
 
-def _mib(value, reference=None):
-    if value is None:
-        return "-"
-    return f"{value:.0f}" + (f" ({value / reference:.1f})" if reference else "")
-
-
 def _conv_form_text():
     from jaxvx.models import _onednn, conv_form
 
@@ -256,7 +250,7 @@ def main(argv=None):
                 peer = (f"{r['peer']} | {r['peer_s'] * 1e3:.0f} | {r['peer_ratio_forward']:.2f} | "
                         f"{r['ratio_peer']:.2f}") if "peer" in r else "- | - | - | -"
                 print(f"| {r['method']} | {r['jaxvx_s'] * 1e3:.0f} | {r['ratio_forward']:.2f} | {peer} | "
-                      f"{_mib(r['jaxvx_mib'], r['forward_mib'])} | {_mib(r.get('peer_mib'))} |")
+                      f"{format_mib(r['jaxvx_mib'], r['forward_mib'])} | {format_mib(r.get('peer_mib'))} |")
             sys.stdout.flush()
             if args.json:  # after every configuration, so that a run stopped early keeps what it measured
                 with open(args.json, "w") as fh:

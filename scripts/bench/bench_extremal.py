@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
-from _timing import program_mib, torch_peak_mib
+from _timing import format_mib, program_mib, torch_peak_mib
 from jaxvx import _torch_twins as twins
 from jaxvx import convert
 from jaxvx.methods import ep3d, step
@@ -195,8 +195,7 @@ def main():
         th = r.get("torch_per_iter_s", float("nan")) * 1000
         mj, mt = r["jaxvx"].get("scan", {}).get("mib"), r.get("torch_mib")
         print(f"| {r['method']} | {r['model']} x{r['width']} | {py:.1f} | {sc:.1f} | {th:.1f} | "
-              f"{th / np.nanmin([py, sc]):.2f} | {'-' if mj is None else f'{mj:.0f}'} | "
-              f"{'-' if mt is None else f'{mt:.0f}'} |")
+              f"{th / np.nanmin([py, sc]):.2f} | {format_mib(mj)} | {format_mib(mt)} |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from _timing import program_mib
+from _timing import format_mib, program_mib
 from bench_backprop import CLIP, SIZES, _conv_form_text, jax_methods
 from jaxvx.models import C3D
 
@@ -75,7 +75,7 @@ def main(argv=None):
     print("| forward | " + " | ".join(f"{table[c][1]:.0f}" for c in configs) + " |")
     for name in names:
         cells = [table[c][0][name] for c in configs]
-        print(f"| {name} | " + " | ".join(f"{r['jaxvx_mib']:.0f} ({r['ratio_forward']:.1f})" for r in cells) + " |")
+        print(f"| {name} | " + " | ".join(format_mib(r["jaxvx_mib"], r["forward_mib"]) for r in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
-from _timing import program_mib, torch_peak_mib
+from _timing import format_mib, program_mib, torch_peak_mib
 from jaxvx import _torch_twins as twins
 from jaxvx import convert
 from jaxvx.methods import gradient, tsr
@@ -177,20 +177,17 @@ def main():
           f"{args.width}, {result['backend']} ({result['cpus']} CPUs)")
     print()
     best = min(result["jaxvx_s"], result["jaxvx_eager_s"])
-    def mib(key):
-        return "-" if result.get(key) is None else f"{result[key]:.0f}"
-
     print("| implementation | time (s) | per base call (s) | its time / jaxvx's best | memory (MiB) |")
     print("|---|---|---|---|---|")
     print(f"| jaxvx under jax.jit (one program, lax.map) | {result['jaxvx_s']:.1f} | {result['jaxvx_s'] / calls:.3f} "
-          f"| {result['jaxvx_s'] / best:.2f} | {mib('jaxvx_mib')} |")
+          f"| {result['jaxvx_s'] / best:.2f} | {format_mib(result.get('jaxvx_mib'))} |")
     print(f"| jaxvx called eagerly (chunks of one compiled program) | {result['jaxvx_eager_s']:.1f} | "
           f"{result['jaxvx_eager_s'] / calls:.3f} | {result['jaxvx_eager_s'] / best:.2f} | - |")
     print(f"| loop (a): jitted base per mask | {result['loop_a_s']:.1f} | {result['loop_a_per_call_s']:.3f} | "
-          f"{result['loop_a_s'] / best:.2f} | {mib('loop_a_mib')} |")
+          f"{result['loop_a_s'] / best:.2f} | {format_mib(result.get('loop_a_mib'))} |")
     if "loop_b_s" in result:
         print(f"| loop (b): PyTorch + captum Saliency | {result['loop_b_s']:.1f} | {result['loop_b_per_call_s']:.3f} "
-              f"| {result['loop_b_s'] / best:.2f} | {mib('loop_b_mib')} |")
+              f"| {result['loop_b_s'] / best:.2f} | {format_mib(result.get('loop_b_mib'))} |")
 
 
 if __name__ == "__main__":
