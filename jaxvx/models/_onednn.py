@@ -79,14 +79,13 @@ def _self_check():
     cpu = jax.devices("cpu")[0]
     # the first load may happen while a program is traced: compute these now, outside that trace
     with jax.ensure_compile_time_eval(), jax.default_device(cpu):
-        ref = jax.lax.conv_general_dilated(x, w, (1, 1, 1), ((1, 1),) * 3, dimension_numbers=_DN,
-                                           precision="highest")
+        ref, pullback = jax.vjp(lambda a, b: jax.lax.conv_general_dilated(
+            a, b, (1, 1, 1), ((1, 1),) * 3, dimension_numbers=_DN, precision="highest"), x, w)
         g = np.asarray(ref)
         got = [_ffi("fwd", x, w, ref.shape, geometry, blocked) for blocked in (False, True)]
         got.append(_ffi("bwd_data", g, w, x.shape, geometry, True))
         got.append(_ffi("bwd_weights", x, g, w.shape, geometry, True))
-        want = [ref, ref, *jax.vjp(lambda a, b: jax.lax.conv_general_dilated(
-            a, b, (1, 1, 1), ((1, 1),) * 3, dimension_numbers=_DN, precision="highest"), x, w)[1](ref)]
+        want = [ref, ref, *pullback(ref)]
     for name, a, b in zip(("forward", "forward (blocked)", "input gradient", "kernel gradient"), got, want):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max()):
