@@ -34,6 +34,13 @@ def init(model, x, seed=0, *, bias_std=0.1, zero_bias=False, mean_std=0.2, scale
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
+def planned_temp_bytes(method, forward, video, target) -> int:
+    """Bytes of temporaries XLA plans for ``jax.jit`` of ``method(forward, video, target)``: its buffer assignment,
+    deterministic, so memory bounds are testable without measuring."""
+    run = jax.jit(lambda v, t: method(forward, v, t))
+    return run.lower(video, target).compile().memory_analysis().temp_size_in_bytes
+
+
 class MLP(nn.Module):
     """flatten, Dense 6, ReLU, Dense 5, ReLU, Dense 4."""
 

@@ -1,15 +1,18 @@
 """``jaxvx explain``: the README's main job, on a small checkpoint written by the test."""
 
+import functools
 import json
 
 import cv2
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from _nets import init
-from jaxvx import checkpoints, models
+from jaxvx import checkpoints, lrp, methods, models
 from jaxvx.cli import main
+from jaxvx.explain import EXTREMAL_AREA, METHODS, Explanation, build_method, stream, write_outputs
 from jaxvx.io import KINETICS_MEAN, KINETICS_STD, read_video, write_video
 
 
@@ -68,13 +71,6 @@ def test_perturbation_methods_by_name(tiny_checkpoint):
     of 1 so that every path reduces them like the others. Occlusion (windows of T/4 x H/7 x W/7) and frame masking
     (each frame filled with its score) run and equal direct calls; TSR, EP-3D and STEP (129 gradients, 1000
     iterations) are traced only."""
-    import functools
-
-    import jax
-
-    from jaxvx import methods
-    from jaxvx.explain import EXTREMAL_AREA, METHODS, build_method
-
     model, variables, card = checkpoints.load(tiny_checkpoint)
     video = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 16, 32, 32, 3)), jnp.float32)
     target = jnp.asarray([3])
@@ -99,13 +95,6 @@ def test_perturbation_methods_by_name(tiny_checkpoint):
 def test_baselines_by_name_pick_their_layers_and_models(tiny_checkpoint):
     """excitation_backprop (on the folded model, at the last convolution) equals the direct call; saliency tubes
     and contrastive EB resolve on the shipped R(2+1)D and CNN-LSTM and name what they need elsewhere."""
-    import functools
-
-    import jax
-
-    from jaxvx import lrp, methods
-    from jaxvx.explain import build_method
-
     model, variables, card = checkpoints.load(tiny_checkpoint)
     video = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (1, 16, 32, 32, 3)), jnp.float32)
     target = jnp.asarray([1])
@@ -129,8 +118,6 @@ def test_baselines_by_name_pick_their_layers_and_models(tiny_checkpoint):
 def test_explanation_json_is_strict_json(tmp_path):
     """An undefined number (NaN: e.g. the motion precision of a selective map that kept nothing) is written as
     null: strict parsers (jq, JavaScript) read explanation.json."""
-    from jaxvx.explain import Explanation, write_outputs
-
     rng = np.random.default_rng(0)
     numbers = {"predicted": {"name": "a", "probability": 0.5}, "ground_truth": {"selective": {"motion_precision":
                float("nan")}}, "frame_share": np.full(4, 0.25), "border_effect_B": np.float32(np.inf)}
@@ -181,8 +168,6 @@ def test_run_rejects_unknown_config_keys(tiny_checkpoint, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_stream_overlays_every_frame_after_the_first_window(tiny_checkpoint, tmp_path, shared_videos):
-    from jaxvx.explain import stream
-
     out = tmp_path / "stream.avi"
     r = stream(tiny_checkpoint, str(shared_videos / "ucf101_apply_eye_makeup.avi"), out, method="gradient",
                max_frames=20, progress=False)

@@ -10,6 +10,7 @@ import optax
 import pytest
 import scipy.ndimage as ndi
 
+from _nets import planned_temp_bytes
 from jaxvx.methods import ExtremalResult, extremal_perturbation, sgd_dampened
 from jaxvx.methods._extremal import (
     MaskGenerator,
@@ -248,8 +249,7 @@ def test_scan_memory_does_not_grow_with_the_iterations():
 
     def temp_bytes(iters):
         method = extremal_perturbation((0.1, 0.2), max_iter=iters, step=4, sigma=5)
-        run = jax.jit(lambda v, t: method(forward, v, t))
-        return run.lower(video, target).compile().memory_analysis().temp_size_in_bytes
+        return planned_temp_bytes(method, forward, video, target)
 
     short, long = temp_bytes(5), temp_bytes(200)
     assert long - short <= 4 * 195 * 2 * 1 * 2 + 1024  # the history (energy and its terms), not 195 iterations

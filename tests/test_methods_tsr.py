@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _nets import init
+from _nets import init, planned_temp_bytes
 from jaxvx.methods import tsr
 from jaxvx.methods._tsr import tsr_num_selected
 
@@ -145,12 +145,6 @@ def test_jit_gives_the_same_map(setup):
     np.testing.assert_allclose(np.asarray(auto), np.asarray(eager), rtol=1e-5, atol=1e-6)
 
 
-def _planned_temp_bytes(method, forward, video, target):
-    """Bytes of temporaries XLA plans for the jitted method (deterministic: its buffer assignment)."""
-    run = jax.jit(lambda v, t: method(forward, v, t))
-    return run.lower(video, target).compile().memory_analysis().temp_size_in_bytes
-
-
 def test_memory_is_bounded_by_batch_size_not_by_the_number_of_masks():
     """One masked clip per mask is built inside the loop body, never all of them: 1024 blocks per frame cost no more
     temporary memory than 1 block (apart from the [B, k, n_blocks] scores), while batch_size scales it."""
@@ -159,9 +153,9 @@ def test_memory_is_bounded_by_batch_size_not_by_the_number_of_masks():
     forward = functools.partial(model.apply, init(model, video, seed=2))
     target = jnp.array([1])
     clip_bytes = video.size * 4
-    one_block = _planned_temp_bytes(tsr(input_gradient, block=(32, 32), batch_size=2), forward, video, target)
-    many_blocks = _planned_temp_bytes(tsr(input_gradient, block=(1, 1), batch_size=2), forward, video, target)
+    one_block = planned_temp_bytes(tsr(input_gradient, block=(32, 32), batch_size=2), forward, video, target)
+    many_blocks = planned_temp_bytes(tsr(input_gradient, block=(1, 1), batch_size=2), forward, video, target)
     k = tsr_num_selected(8, 0.55)
     assert many_blocks - one_block < 2 * clip_bytes + 4 * 4 * k * 1024  # 1024 masked clips would be 1024 clips
-    wide = _planned_temp_bytes(tsr(input_gradient, block=(1, 1), batch_size=16), forward, video, target)
+    wide = planned_temp_bytes(tsr(input_gradient, block=(1, 1), batch_size=16), forward, video, target)
     assert wide > many_blocks + 4 * clip_bytes  # 16 masked clips (and their activations) at once
