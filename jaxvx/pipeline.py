@@ -417,13 +417,16 @@ def _forward_and_variables(forward, variables):
     return (lambda v, x: fn(x)), {}
 
 
-def _iterate(source, *, process_index: int, process_count: int, limit: int | None):
-    """Yield ``(index, record or VideoError, clip id)`` for this process's share of the source."""
+def _iterate(source, *, process_index: int, process_count: int, limit: int | None, skip=frozenset()):
+    """Yield ``(index, record or VideoError, clip id)`` for this process's share of the source, leaving out the
+    indices in ``skip`` (clips already written); an indexable source does not load (decode, render) those."""
     sized = isinstance(source, Sequence) or (hasattr(source, "__len__") and hasattr(source, "__getitem__"))
     if sized:
         n = len(source) if limit is None else min(len(source), limit)
         paths = getattr(source, "paths", None)
         for i in range(process_index, n, process_count):
+            if i in skip:
+                continue
             try:
                 record = source[i]
             except VideoError as err:
@@ -435,7 +438,7 @@ def _iterate(source, *, process_index: int, process_count: int, limit: int | Non
         for i, record in enumerate(source):
             if limit is not None and i >= limit:
                 break
-            if i % process_count == process_index:
+            if i % process_count == process_index and i not in skip:
                 yield i, record, _clip_id(record, i, source)
 
 
@@ -618,9 +621,7 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
     pending: list[_Clip] = []
     try:
         for index, record, cid in _iterate(source, process_index=process_index, process_count=process_count,
-                                           limit=limit):
-            if index in done:
-                continue
+                                           limit=limit, skip=done):
             if isinstance(record, VideoError):
                 warnings.warn(f"skipping clip {cid}: {record}", stacklevel=2)
                 write([{"clip": index, "id": cid, "status": "skipped", "error": str(record)}])

@@ -163,8 +163,10 @@ def test_resume_after_crash(tmp_path):
     assert sorted(r["clip"] for r in rows) == [0, 1, 2, 3]  # two full batches made it; clip 4 was in flight
     with open(tmp_path / "results.jsonl", "a") as fh:
         fh.write('{"clip": 4, "status": "o')  # a line cut short by the crash
-    res = prun(source, apply, {"grad": input_gradient}, **kwargs)
+    counting = _Counting(source)
+    res = prun(counting, apply, {"grad": input_gradient}, **kwargs)
     assert res.computed == 3
+    assert counting.loaded == [4, 5, 6]  # the clips already written are not loaded (decoded, rendered) again
     assert [r["clip"] for r in _ok_rows(res)] == list(range(7))
     fresh = prun(source, apply, {"grad": input_gradient}, variables=variables, batch_size=2, progress=False)
     for a, b in zip(_ok_rows(res), _ok_rows(fresh)):
@@ -174,6 +176,20 @@ def test_resume_after_crash(tmp_path):
     assert prun(source, apply, {"grad": input_gradient}, **kwargs).computed == 0
     with pytest.raises(ValueError, match="cannot resume"):
         prun(source, apply, {"other": input_gradient}, **kwargs)
+
+
+class _Counting:
+    """A source that records which clips a run loads."""
+
+    def __init__(self, source):
+        self.source, self.loaded = source, []
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.loaded.append(i)
+        return self.source[i]
 
 
 class _Broken:
