@@ -138,8 +138,27 @@ def _explain(args) -> int:
     return 0
 
 
-_RUN_KEYS = ("checkpoint", "method", "data", "split", "num_clips", "batch_size", "selective", "out", "limit",
-             "step", "offset", "pad", "metrics", "save_maps", "resume")
+_RUN_KEYS = ("checkpoint", "method", "data", "split", "num_clips", "num_frames", "batch_size", "selective", "out",
+             "limit", "step", "offset", "pad", "metrics", "save_maps", "resume")
+
+
+def _values(value, name: str) -> list:
+    """A flag or TOML value that may hold several: ``"1/4,1/2,1"``, ``[0, 4]``, ``2`` -> a list of its items."""
+    items = value if isinstance(value, list) else [v.strip() for v in str(value).split(",")]
+    items = [v for v in items if v != ""]
+    if not items:
+        raise ValueError(f"{name} needs at least one value, got {value!r}")
+    return items
+
+
+def _offsets(value) -> list[int]:
+    out = []
+    for v in _values(value, "offset"):
+        ok = isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.lstrip("+").isdigit()
+        if not ok:
+            raise ValueError(f"offset must be one or several ints >= 0 (comma-separated), got {value!r}")
+        out.append(int(v))
+    return out
 
 
 def _run(args) -> int:
@@ -163,6 +182,8 @@ def _run(args) -> int:
     kind, _, where = str(settings["data"]).partition(":")
     if kind == "synthetic":
         config = _card_synthetic_config(card)
+        if settings["num_frames"] is not None:  # longer clips, for steps > 1 (the action spans the whole clip)
+            config["num_frames"] = settings["num_frames"]
         source = data.synthetic(settings["split"], num_clips=settings["num_clips"], **config)
     elif kind == "folder":
         source = data.folder(where)
@@ -181,15 +202,27 @@ def _run(args) -> int:
         transforms.append(selective(settings["selective"]))
     metrics = settings["metrics"]
     metrics = "auto" if metrics in (None, "auto") else [m.strip() for m in str(metrics).split(",")]
-    results = pipeline.run(
-        source, model, methods, variables=variables, transforms=transforms, metrics=metrics,
-        batch_size=settings["batch_size"], length=t_model, step=settings["step"], offset=settings["offset"],
-        pad=settings["pad"], preprocess=dict(card.get("preprocess", {})), out=settings["out"],
-        resume=settings["resume"], save_maps=settings["save_maps"], limit=settings["limit"],
-    )
-    print(results.markdown)
-    if settings["out"]:
-        print(f"rows: {settings['out']}/results.jsonl, summary: {settings['out']}/summary.md")
+    steps, offsets = _values(settings["step"], "step"), _offsets(settings["offset"])
+    common = dict(variables=variables, transforms=transforms, metrics=metrics, batch_size=settings["batch_size"],
+                  length=t_model, pad=settings["pad"], preprocess=dict(card.get("preprocess", {})),
+                  save_maps=settings["save_maps"], limit=settings["limit"])
+    out = settings["out"]
+    if len(steps) == 1 and len(offsets) == 1:
+        results = pipeline.run(source, model, methods, step=steps[0], offset=offsets[0], out=out,
+                               resume=settings["resume"], **common)
+        print(results.markdown)
+        if out:
+            print(f"rows: {out}/results.jsonl, summary: {out}/summary.md")
+        return 0
+    from jaxvx import viz
+
+    swept = pipeline.sweep(source, model, methods, steps=steps, offsets=offsets, out=out, resume=settings["resume"],
+                           **common)
+    print(swept.markdown)
+    if out:
+        figure = viz.save_png(f"{out}/sweep.png", viz.plot_sweep(swept, title=f"{settings['checkpoint']}"))
+        print(f"runs: {out}/step-*-offset-*/, table: {out}/{pipeline.SWEEP_FILE} and {out}/sweep.json, "
+              f"figure: {figure}")
     return 0
 
 
@@ -252,12 +285,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", default="synthetic", help="synthetic (default), folder:PATH or tfds:NAME")
     run.add_argument("--split", default="test")
     run.add_argument("--num-clips", type=int, default=200, help="synthetic clips (default 200)")
+    run.add_argument("--num-frames", type=int, default=None,
+                     help="synthetic clip length (default: the model's input length; longer for steps > 1)")
     run.add_argument("--limit", type=int, default=None, help="only the first N clips")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--selective", type=float, default=0.0, metavar="SIGMA", help="filter maps (0: off)")
     run.add_argument("--metrics", default="auto", help="auto, or comma-separated names (see jaxvx.pipeline.run)")
-    run.add_argument("--step", default="1")
-    run.add_argument("--offset", type=int, default=0)
+    run.add_argument("--step", default="1", help="snippet step, a rational such as 2 or 1/4; several, comma-separated "
+                     "(1/16,1/8,...,32), run a sweep: one run per setting, sweep.md and sweep.png (default 1)")
+    run.add_argument("--offset", default="0", help="first frame of the snippets; several, comma-separated, run a "
+                     "sweep (default 0)")
     run.add_argument("--pad", default="loop", choices=["loop", "edge", "error"])
     run.add_argument("--save-maps", action="store_true")
     run.add_argument("--no-resume", dest="resume", action="store_false")

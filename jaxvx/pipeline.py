@@ -36,6 +36,14 @@ Example::
     print(results.markdown)
 
 Methods must return arrays (a :func:`jaxvx.transforms.named_chain` method returns a dict: use it interactively).
+
+:func:`sweep` runs the same over several snippet steps and offsets (Anders et al.'s accuracy and border B over the
+step, lookahead L over the offset), one resumable run per setting, and :func:`jaxvx.viz.plot_sweep` draws it::
+
+    sw = jaxvx.pipeline.sweep(source, model, jaxvx.methods.lrp(jaxvx.lrp.deep_taylor(-3.0, 3.0)),
+                              steps=["1/4", "1/2", 1, 2, 4], variables=variables, out="runs/steps")
+    print(sw.markdown)
+    jaxvx.viz.save_png("steps.png", jaxvx.viz.plot_sweep(sw))
 """
 
 from __future__ import annotations
@@ -60,10 +68,11 @@ from jax.sharding import PartitionSpec as P
 from jaxvx._errors import VideoError
 from jaxvx._pipeline_metrics import Metric, MetricOptions, resolve_metrics
 from jaxvx._pipeline_results import ResultsFile, jsonable, markdown_table, summarize
+from jaxvx._pipeline_sweep import SWEEP_FILE, Sweep, step_label, sweep
 from jaxvx.io import preprocess as _preprocess
 from jaxvx.io import segment_indices, snippet_indices
 
-__all__ = ["run", "Results", "RESULTS_FILE", "SUMMARY_FILE"]
+__all__ = ["run", "Results", "RESULTS_FILE", "SUMMARY_FILE", "sweep", "Sweep", "SWEEP_FILE", "step_label"]
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.md"

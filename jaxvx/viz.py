@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["contact_sheet", "explanation_sheet", "heatmap", "overlay", "plot_frame_share", "save_png"]
+__all__ = ["contact_sheet", "explanation_sheet", "heatmap", "overlay", "plot_frame_share", "plot_sweep", "save_png"]
 
 _BOX = (40, 255, 40)
 _ABSENT = (90, 90, 90)
@@ -213,17 +213,10 @@ def plot_frame_share(share, *, fits: dict | None = None, title: str = "relevance
 
     ``fits`` maps a label to ``[T]`` values (e.g. the quadratic and linear fits of Anders et al.).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     share = np.asarray(share, dtype=np.float64)
     if share.ndim not in (1, 2):
         raise ValueError(f"share must be [T] or [N, T], got shape {share.shape}")
-    fig = Figure(figsize=(5, 3), dpi=100)
-    canvas = FigureCanvasAgg(fig)
+    fig, canvas = _figure(5, 3)
     ax = fig.add_subplot()
     t = np.arange(share.shape[-1])
     mean = share if share.ndim == 1 else share.mean(axis=0)
@@ -240,3 +233,85 @@ def plot_frame_share(share, *, fits: dict | None = None, title: str = "relevance
     fig.tight_layout()
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    return fig, FigureCanvasAgg(fig)
+
+
+def _step_ticks(ax, values) -> None:
+    """A log2 step axis labelled with the exact rationals (1/16 ... 32)."""
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(float(v) for v in values))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([_fraction_text(v) for v in ticks], fontsize=8)
+    ax.minorticks_off()
+
+
+def plot_sweep(sweep, *, title: str = "") -> np.ndarray:
+    """Plot a :func:`jaxvx.pipeline.sweep`: uint8 RGB image.
+
+    Over the steps (when the sweep has several): the model's accuracy, and the border effect B of every method;
+    over the offsets (when it has several): the lookahead L of every method. One line per method (and per offset,
+    or per step, when both vary); bars are the summary's bootstrap intervals. The step axis is log2, labelled
+    1/16 ... 32 (Anders et al.'s figures).
+    """
+    from jaxvx._pipeline_sweep import SWEEP_METRICS
+
+    steps = sorted({r["step_value"] for r in sweep.table})
+    offsets = sorted({r["offset"] for r in sweep.table})
+    panels = []
+    if len(steps) > 1:
+        panels += [("step", "(model)", "accuracy", "accuracy"), ("step", None, SWEEP_METRICS[0], "border B")]
+    if len(offsets) > 1:
+        panels += [("offset", None, SWEEP_METRICS[1], "lookahead L")]
+    if not panels:  # one setting: its values as points
+        panels = [("step", "(model)", "accuracy", "accuracy"), ("step", None, SWEEP_METRICS[0], "border B"),
+                  ("step", None, SWEEP_METRICS[1], "lookahead L")]
+    fig, canvas = _figure(4.2 * len(panels), 3.4)
+    for i, (over, method, metric, label) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        other, others = ("offset", offsets) if over == "step" else ("step", steps)
+        for m in [method] if method else sweep.methods:
+            for value in others:
+                kw = {"offset": int(value)} if other == "offset" else {"step": value}
+                s = sweep.series(m, metric, **kw)
+                if not len(s["mean"]):
+                    continue
+                x = s[over]
+                err = np.stack([s["mean"] - s["low"], s["high"] - s["mean"]])
+                err = np.where(np.isfinite(err), err, 0.0)
+                name = "model" if method else m
+                if len(others) > 1:
+                    name += f", {other} {value if other == 'offset' else _fraction_text(value)}"
+                ax.errorbar(x, s["mean"], yerr=err, fmt="o-", capsize=3, label=name)
+        if over == "step":
+            _step_ticks(ax, steps)
+        else:
+            ax.set_xticks(offsets)
+        ax.set_xlabel("snippet step" if over == "step" else "snippet offset (frames)")
+        ax.set_ylabel(label)
+        if metric != "accuracy":
+            ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set_title(label + (" (quadratic coefficient of mean P_t)" if label == "border B" else
+                              " (slope of mean P_t)" if label == "lookahead L" else ""), fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _fraction_text(value: float) -> str:
+    from fractions import Fraction
+
+    return str(Fraction(value).limit_denominator(10**6))

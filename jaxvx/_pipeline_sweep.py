@@ -1,0 +1,180 @@
+"""A pipeline run per snippet setting: how accuracy, border B and lookahead L move with the step and the offset.
+
+Anders et al. sample C3D's 16-frame snippets with steps from 1/16 (one frame repeated 16 times) to 32 (every 32nd
+frame) and follow the model's accuracy and the border effect B of the frame shares; the lookahead L they follow
+over the snippet's offset. :func:`sweep` runs :func:`jaxvx.pipeline.run` once per setting, each into a folder of
+its own (so every setting resumes on its own after a crash), and gathers the summaries into one table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import numbers
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from jaxvx._pipeline_results import jsonable
+from jaxvx.io._sampling import _as_fraction
+
+__all__ = ["sweep", "Sweep", "SWEEP_FILE", "step_label"]
+
+SWEEP_FILE = "sweep.md"
+#: The summary rows a sweep gathers per method (besides the model's accuracy), in the sweep table's column order.
+SWEEP_METRICS = ("border B (frame share)", "lookahead L (frame share)")
+#: ``run`` keywords a sweep sets itself.
+_OWN = ("step", "offset", "out", "resume")
+
+
+def step_label(step) -> str:
+    """A step as the exact rational it is sampled with: ``"1/16"``, ``"2"`` (``Fraction`` spelling)."""
+    return str(_as_fraction(step))
+
+
+def _folder(step: str, offset: int) -> str:
+    return f"step-{step.replace('/', '_')}-offset-{offset}"
+
+
+@dataclasses.dataclass
+class Sweep:
+    """What :func:`sweep` returns.
+
+    Attributes:
+        runs: ``{(step, offset): Results}`` in sweep order, ``step`` as :func:`step_label` spells it.
+        table: one dict per setting and summary row: ``step``, ``step_value`` (float), ``offset``, then the
+            summary row's ``method, metric, mean, low, high, n, note``.
+        markdown: the sweep as a Markdown table, a line per setting and method (accuracy, B and L with their CIs).
+        out: the output folder, or None.
+    """
+
+    runs: dict
+    table: list[dict]
+    markdown: str
+    out: Path | None
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(r["method"] for r in self.table if r["method"] != "(model)"))
+
+    def series(self, method: str, metric: str, *, offset: int | None = None, step=None) -> dict[str, np.ndarray]:
+        """One summary value across the sweep: ``{"step", "offset", "mean", "low", "high", "n"}``, float64 arrays in
+        sweep order (NaN where undefined). ``method="(model)", metric="accuracy"`` is the model's accuracy. Pass
+        ``offset`` (or ``step``) to keep the settings with that offset (step) only."""
+        want = None if step is None else step_label(step)
+        rows = [r for r in self.table if r["method"] == method and r["metric"] == metric
+                and (offset is None or r["offset"] == offset) and (want is None or r["step"] == want)]
+
+        def col(key):
+            return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=np.float64)
+
+        return {"step": col("step_value"), "offset": col("offset"), "mean": col("mean"), "low": col("low"),
+                "high": col("high"), "n": col("n")}
+
+
+def _settings(steps, offsets) -> list[tuple[str, int]]:
+    if isinstance(steps, (str, numbers.Number, Fraction)):
+        steps = [steps]
+    if isinstance(offsets, numbers.Number):
+        offsets = [offsets]
+    steps, offsets = list(steps), list(offsets)
+    if not steps or not offsets:
+        raise ValueError(f"steps and offsets must each hold at least one value, got steps={steps!r}, "
+                         f"offsets={offsets!r}")
+    labels = [step_label(s) for s in steps]
+    for o in offsets:
+        if isinstance(o, bool) or not isinstance(o, numbers.Integral) or o < 0:
+            raise ValueError(f"offsets must be ints >= 0, got {o!r} in {offsets!r}")
+    for name, values in (("steps", labels), ("offsets", [int(o) for o in offsets])):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{name} repeat {repeated} (as exact values): each setting is run once")
+    return [(s, int(o)) for s, o in itertools.product(labels, offsets)]
+
+
+def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[int] = (0,), out=None,
+          resume: bool = True, **run_kwargs) -> Sweep:
+    """Run :func:`jaxvx.pipeline.run` once for every snippet ``step`` with every ``offset`` and gather the summaries.
+
+    The sweep of Anders et al.: C3D's accuracy and the border effect B (the quadratic coefficient of the mean
+    frame share ``P_t``, :func:`jaxvx.transforms.fit_border_lookahead`) as the step goes from ``"1/16"`` to 32, and
+    the lookahead L (the linear coefficient) as the offset moves. Every setting is an ordinary pipeline run: the
+    same method, metrics and clips; only the sampled frames differ. Clips of one shape compile the pipeline's step
+    once for the whole sweep. B and L need the ``frame_share`` metric (part of ``metrics="auto"``).
+
+    Args:
+        source: a re-iterable source (a :mod:`jaxvx.data` source, a list of records): it is read once per setting.
+            Clips shorter than ``offset + length * step`` frames are padded as ``pad`` says (default ``"loop"``);
+            render or pick clips long enough for the largest step (``jaxvx.data.synthetic(num_frames=...)``).
+        forward, method: as for :func:`jaxvx.pipeline.run`.
+        steps: snippet steps (ints, floats, strings such as ``"1/16"`` or Fractions), each distinct as a rational.
+            Default ``(1,)``.
+        offsets: first frames of the snippets, ints >= 0, distinct. Default ``(0,)``.
+        out: output folder. Each setting writes its run to ``out/step-<p>_<q>-offset-<o>/`` (``step-1_16-offset-0``;
+            ``step-2-offset-0``), and the sweep writes ``out/sweep.md`` and ``out/sweep.json`` (the table, strict
+            JSON). None keeps everything in memory.
+        resume: passed to every run: a setting whose folder holds all its rows computes nothing again.
+        **run_kwargs: any other keyword of :func:`jaxvx.pipeline.run` (``variables``, ``transforms``, ``metrics``,
+            ``batch_size``, ``length``, ``pad``, ``preprocess``, ``limit``, ...), the same for every setting.
+
+    Returns:
+        :class:`Sweep`.
+    """
+    from jaxvx.pipeline import run
+
+    clash = sorted(set(run_kwargs) & set(_OWN))
+    if clash:
+        raise TypeError(f"sweep sets {clash} itself: pass steps=[...], offsets=[...], out= and resume= instead")
+    if iter(source) is source:
+        raise ValueError(f"source must be re-iterable (a jaxvx.data source or a list of records): the sweep reads "
+                         f"it once per setting, and {type(source).__name__} is a one-pass iterator")
+    settings = _settings(steps, offsets)
+    out_dir = None if out is None else Path(out)
+    runs, table = {}, []
+    for step, offset in settings:
+        where = None if out_dir is None else out_dir / _folder(step, offset)
+        results = run(source, forward, method, step=step, offset=offset, out=where, resume=resume, **run_kwargs)
+        runs[(step, offset)] = results
+        for row in results.summary:
+            table.append({"step": step, "step_value": float(Fraction(step)), "offset": offset, **row})
+    md = _markdown(table, settings, confidence=run_kwargs.get("confidence", 0.95))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / SWEEP_FILE).write_text(md, encoding="utf-8")
+        (out_dir / "sweep.json").write_text(json.dumps(jsonable(table), indent=1, allow_nan=False),
+                                            encoding="utf-8")
+    return Sweep(runs=runs, table=table, markdown=md, out=out_dir)
+
+
+def _cell(row, with_ci: bool = True) -> str:
+    def fmt(x):
+        if x is None or not math.isfinite(x):
+            return "-"
+        return f"{x:.3e}" if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4) else f"{x:.4f}"
+
+    if row is None:
+        return "-"
+    text = fmt(row["mean"])
+    if with_ci and row["low"] is not None and math.isfinite(row["low"]):
+        text += f" [{fmt(row['low'])}, {fmt(row['high'])}]"
+    return text
+
+
+def _markdown(table: list[dict], settings: list[tuple[str, int]], *, confidence: float) -> str:
+    """A line per setting and method: clips, accuracy, then B and L with their bootstrap CIs."""
+    index = {(r["step"], r["offset"], r["method"], r["metric"]): r for r in table}
+    methods = list(dict.fromkeys(r["method"] for r in table if r["method"] != "(model)"))
+    level = f"{100 * confidence:g} % CI"
+    lines = [f"| step | offset | method | clips | accuracy [{level}] | border B [{level}] | lookahead L [{level}] |",
+             "|---:|---:|---|---:|---|---|---|"]
+    for step, offset in settings:
+        acc = index.get((step, offset, "(model)", "accuracy"))
+        for method in methods or ["-"]:
+            b, ll = (index.get((step, offset, method, m)) for m in SWEEP_METRICS)
+            n = next((r["n"] for r in (b, ll, acc) if r is not None), "-")
+            lines.append(f"| {step} | {offset} | {method} | {n} | {_cell(acc)} | {_cell(b)} | {_cell(ll)} |")
+    return "\n".join(lines) + "\n"

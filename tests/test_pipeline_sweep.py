@@ -1,0 +1,92 @@
+"""jaxvx.pipeline.sweep: one pipeline run per snippet setting, gathered; resume; argument errors; the figure."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxvx import pipeline, viz
+from jaxvx._pipeline_results import jsonable
+from jaxvx.data import synthetic
+from test_pipeline import T, apply, input_gradient, make_variables
+
+STEPS = ["1/2", 1, 2]
+OFFSETS = [0, 3]
+
+
+def long_source(num_clips=4):
+    """Clips of 2 T frames, so that step 2 reaches the last one without padding."""
+    return synthetic("test", num_clips=num_clips, num_frames=2 * T, height=24, width=24, distractors=1, flow=False)
+
+
+def gradient_x_input(forward, video, target=None, *, key=None):
+    """Depends on the sampled frames (the tiny model's gradient alone does not: it is linear)."""
+    return video * input_gradient(forward, video, target)
+
+
+def sweep(source, **kwargs):
+    return pipeline.sweep(source, apply, {"gxi": gradient_x_input}, variables=make_variables(), length=T,
+                          batch_size=2, progress=False, **kwargs)
+
+
+def _strict(text):
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_sweep_is_one_run_per_setting_and_resumes(tmp_path):
+    source = long_source()
+    sw = sweep(source, steps=STEPS, offsets=OFFSETS, out=tmp_path)
+    assert list(sw.runs) == [(s, o) for s in ["1/2", "1", "2"] for o in OFFSETS]
+    for (step, offset), results in sw.runs.items():
+        direct = pipeline.run(source, apply, {"gxi": gradient_x_input}, variables=make_variables(), length=T,
+                              batch_size=2, progress=False, step=step, offset=offset)
+        assert results.summary == direct.summary
+        assert (tmp_path / f"step-{step.replace('/', '_')}-offset-{offset}" / "results.jsonl").exists()
+        rows = [r for r in sw.table if (r["step"], r["offset"]) == (step, offset)]
+        assert [{k: r[k] for k in direct.summary[0]} for r in rows] == direct.summary
+    # the settings differ where they should: the sampled frames, hence the maps' frame shares
+    borders = sw.series("gxi", "border B (frame share)", offset=0)
+    np.testing.assert_array_equal(borders["step"], [0.5, 1.0, 2.0])
+    assert np.all(np.isfinite(borders["mean"])) and len(set(borders["mean"].tolist())) == 3
+    assert np.all(borders["low"] <= borders["mean"]) and np.all(borders["mean"] <= borders["high"])
+    accuracy = sw.series("(model)", "accuracy", step="2/4")
+    np.testing.assert_array_equal(accuracy["offset"], OFFSETS)
+    assert np.all((accuracy["mean"] >= 0) & (accuracy["mean"] <= 1)) and np.all(accuracy["n"] == 4)
+    table = (tmp_path / pipeline.SWEEP_FILE).read_text()
+    assert table == sw.markdown and len(table.splitlines()) == 2 + 6
+    assert "| 1/2 | 3 | gxi | 4 |" in table
+    assert _strict((tmp_path / "sweep.json").read_text()) == jsonable(sw.table)  # NaN written as null
+    # a second sweep over the same folder computes nothing again and gathers the same table
+    again = sweep(source, steps=STEPS, offsets=OFFSETS, out=tmp_path)
+    assert all(r.computed == 0 for r in again.runs.values())
+    assert again.markdown == sw.markdown
+
+
+def test_sweep_arguments():
+    source = long_source(2)
+    with pytest.raises(ValueError, match="re-iterable"):
+        sweep(iter(list(source)))
+    with pytest.raises(ValueError, match="at least one"):
+        sweep(source, steps=[])
+    with pytest.raises(ValueError, match=r"steps repeat \['1/2'\]"):
+        sweep(source, steps=["1/2", 0.5])
+    with pytest.raises(ValueError, match="offsets must be ints >= 0"):
+        sweep(source, offsets=[-1])
+    with pytest.raises(ValueError, match="step must be > 0"):
+        sweep(source, steps=[0])
+    with pytest.raises(TypeError, match=r"sweep sets \['step'\] itself"):
+        sweep(source, step=2)
+
+
+def test_plot_sweep_draws_a_panel_per_varied_axis():
+    source = long_source(2)
+    both = viz.plot_sweep(sweep(source, steps=["1/2", 1], offsets=[0, 1]))
+    steps_only = viz.plot_sweep(sweep(source, steps=["1/2", 1]))
+    one = viz.plot_sweep(sweep(source))
+    assert both.dtype == np.uint8 and both.shape[2] == 3
+    # 4.2 inches at 100 dpi per panel: accuracy and B over the step, L over the offset; the single setting shows all
+    assert (both.shape[1], steps_only.shape[1], one.shape[1]) == (1260, 840, 1260)
+    assert both.std() > 10  # lines and text, not a blank canvas
