@@ -138,8 +138,8 @@ def _explain(args) -> int:
     return 0
 
 
-_RUN_KEYS = ("checkpoint", "method", "data", "split", "num_clips", "num_frames", "batch_size", "selective", "out",
-             "limit", "step", "offset", "pad", "metrics", "save_maps", "resume")
+_RUN_KEYS = ("checkpoint", "method", "data", "split", "num_clips", "num_frames", "title_frames", "action_frames",
+             "batch_size", "selective", "out", "limit", "step", "offset", "pad", "metrics", "save_maps", "resume")
 
 
 def _values(value, name: str) -> list:
@@ -182,8 +182,9 @@ def _run(args) -> int:
     kind, _, where = str(settings["data"]).partition(":")
     if kind == "synthetic":
         config = _card_synthetic_config(card)
-        if settings["num_frames"] is not None:  # longer clips, for steps > 1 (the action spans the whole clip)
-            config["num_frames"] = settings["num_frames"]
+        for key in ("num_frames", "title_frames", "action_frames"):  # e.g. longer clips, for steps > 1
+            if settings[key] is not None:
+                config[key] = settings[key]
         source = data.synthetic(settings["split"], num_clips=settings["num_clips"], **config)
     elif kind == "folder":
         source = data.folder(where)
@@ -287,6 +288,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--num-clips", type=int, default=200, help="synthetic clips (default 200)")
     run.add_argument("--num-frames", type=int, default=None,
                      help="synthetic clip length (default: the model's input length; longer for steps > 1)")
+    run.add_argument("--title-frames", type=int, default=None,
+                     help="synthetic clips open with a title card of this many frames (Anders et al.'s lookahead)")
+    run.add_argument("--action-frames", type=int, default=None,
+                     help="synthetic clips confine the action to a segment of this many frames (Li et al.)")
     run.add_argument("--limit", type=int, default=None, help="only the first N clips")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--selective", type=float, default=0.0, metavar="SIGMA", help="filter maps (0: off)")

@@ -165,17 +165,19 @@ def test_run_sweeps_steps_and_offsets(tiny_checkpoint, tmp_path, capsys):
     config.write_text(f'checkpoint = "{tiny_checkpoint}"\nmethod = "deep_taylor"\nstep = ["1/2", 2]\n'
                       'num_clips = 2\nbatch_size = 2\nnum_frames = 32\n')
     out = tmp_path / "sweep"
-    assert main(["run", str(config), "--offset", "0,4", "--out", str(out)]) == 0
+    assert main(["run", str(config), "--offset", "0,4", "--title-frames", "3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| 2 | 4 | deep_taylor | 2 |" in printed and "sweep.png" in printed
     for step in ("1_2", "2"):
         for offset in (0, 4):
             lines = (out / f"step-{step}-offset-{offset}" / "results.jsonl").read_text().splitlines()
-            assert len(lines) == 3 and json.loads(lines[0])["header"]["sampling"]["offset"] == offset
+            header = json.loads(lines[0])["header"]
+            assert len(lines) == 3 and header["sampling"]["offset"] == offset
+            assert "num_frames=32" in header["source"] and "title_frames=3" in header["source"]
     assert (out / "sweep.md").read_text().count("| deep_taylor |") == 4
     figure = cv2.imread(str(out / "sweep.png"))
     assert figure.shape[1] == 1260  # accuracy and border B over the step, lookahead L over the offset
-    assert main(["run", str(config), "--offset", "0,x", "--out", str(out)]) == 2
+    assert main(["run", str(config), "--offset", "0,x", "--title-frames", "3", "--out", str(out)]) == 2
     assert "offset must be one or several ints >= 0" in capsys.readouterr().err
 
 
