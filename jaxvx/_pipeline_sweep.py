@@ -129,7 +129,12 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
     clash = sorted(set(run_kwargs) & set(_OWN))
     if clash:
         raise TypeError(f"sweep sets {clash} itself: pass steps=[...], offsets=[...], out= and resume= instead")
-    if iter(source) is source:
+    try:
+        one_pass = iter(source) is source
+    except TypeError:
+        raise TypeError(f"source must be a jaxvx.data source or a list of records, got {type(source).__name__}") \
+            from None
+    if one_pass:
         raise ValueError(f"source must be re-iterable (a jaxvx.data source or a list of records): the sweep reads "
                          f"it once per setting, and {type(source).__name__} is a one-pass iterator")
     settings = _settings(steps, offsets)

@@ -69,6 +69,8 @@ def test_sweep_arguments():
     source = long_source(2)
     with pytest.raises(ValueError, match="re-iterable"):
         sweep(iter(list(source)))
+    with pytest.raises(TypeError, match="source must be a jaxvx.data source or a list of records, got int"):
+        sweep(3)
     with pytest.raises(ValueError, match="at least one"):
         sweep(source, steps=[])
     with pytest.raises(ValueError, match=r"steps repeat \['1/2'\]"):
