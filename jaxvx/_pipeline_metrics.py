@@ -73,10 +73,16 @@ def _frame_share(rel, batch):
 
 
 def _selectivity(rel, batch):
+    """What the transforms kept of the method's own map. When they reduced its channels (``[B, T, H, W, C]`` to
+    ``[B, T, H, W]``, as ``jaxvx run`` does before selective relevance), the method's map is summed over channels
+    first (:func:`jaxvx.transforms.sum_channels`), so that both sides are one value per position."""
     raw = batch["raw"]
+    if rel.ndim == 4 and raw.ndim == 5 and raw.shape[:4] == rel.shape:
+        raw = raw.sum(axis=-1)
     if raw.shape != rel.shape or rel.ndim not in (4, 5):
         raise ValueError("the 'selectivity' metric compares the transformed map with the method's own map: they "
-                         f"must have the same [B, T, H, W(, C)] shape, got {tuple(rel.shape)} and {tuple(raw.shape)}")
+                         f"must have the same [B, T, H, W(, C)] shape (or the method's map one channel axis more), "
+                         f"got {tuple(rel.shape)} and {tuple(raw.shape)}")
     s = M.selectivity(rel, raw)
     return {"selectivity_positions": s.positions, "selectivity_relevance": s.relevance}
 

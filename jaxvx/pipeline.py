@@ -475,9 +475,10 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
             motion mask and the frame share, each where the records carry the ground truth it needs), or a list of
             names and callables / a dict ``{name: callable}``. Names: ``spatial_pointing_game``,
             ``temporal_pointing_game``, ``motion_precision`` (true motion mask), ``motion_precision_flow``
-            (Farneback flow of the sampled frames), ``frame_share``, ``selectivity`` (transformed vs raw map),
-            ``deletion_frames``, ``insertion_frames``, ``deletion_voxels``, ``insertion_voxels`` (area over the
-            perturbation curve, plus ``*_auc``). A callable is ``(relevance, batch) -> [B] or {column: [B]}`` traced
+            (Farneback flow of the sampled frames), ``frame_share``, ``selectivity`` (transformed vs raw map; the
+            raw map summed over channels when the transforms reduced them), ``deletion_frames``,
+            ``insertion_frames``, ``deletion_voxels``, ``insertion_voxels`` (area over the perturbation curve, plus
+            ``*_auc``). A callable is ``(relevance, batch) -> [B] or {column: [B]}`` traced
             in the step; ``batch`` is described in :mod:`jaxvx._pipeline_metrics`.
         batch_size: clips per batch (rounded up to a multiple of the device count). Default 8.
         length, step, offset, pad: snippet sampling (:func:`jaxvx.io.snippet_indices`). Defaults 16, 1, 0, "loop".

@@ -14,7 +14,7 @@ import pytest
 
 from jaxvx import pipeline
 from jaxvx.data import synthetic
-from jaxvx.metrics import motion_precision, spatial_pointing_game, temporal_pointing_game
+from jaxvx.metrics import motion_precision, selectivity, spatial_pointing_game, temporal_pointing_game
 from jaxvx.transforms import selective, sum_channels
 
 T, S, K = 8, 24, 10
@@ -103,6 +103,31 @@ def test_rows_match_direct_computation(tmp_path):
     got = next(r for r in res.summary if r["method"] == "grad" and r["metric"] == "spatial_pointing_game")
     assert got["mean"] == pytest.approx(want) and got["low"] <= want <= got["high"]
     assert any(r["metric"].startswith("border B") for r in res.summary)
+
+
+@pytest.mark.parametrize("reduce", [True, False])
+def test_selectivity_metric_against_the_methods_own_map(reduce):
+    """What the transforms keep, against the method's map (summed over channels when they reduced them, as
+    ``jaxvx run`` does before selective relevance)."""
+    source, variables = make_source(4), make_variables()
+
+    def grad_x_input(forward, video, target=None, *, key=None):  # a map with zeros and signs of its own
+        return video * input_gradient(forward, video, target)
+
+    select = selective(1.0, padding="edge")
+    chain = [sum_channels(), select] if reduce else [select]
+    res = prun(source, apply, {"gxi": grad_x_input}, variables=variables, transforms=chain,
+               metrics=["selectivity"], batch_size=4, progress=False)
+    batch = source.batch(range(4))
+    video = jnp.asarray(batch["video"].astype(np.float32) / 255.0)
+    raw = grad_x_input(lambda x: apply(variables, x), video, jnp.asarray(batch["label"]))
+    base = raw.sum(axis=-1) if reduce else raw
+    want = selectivity(select(base), base)
+    assert np.all(np.asarray(want.positions) < 1) and np.all(np.asarray(want.positions) > 0)
+    for i, row in enumerate(_ok_rows(res)):
+        m = row["methods"]["gxi"]
+        assert m["selectivity_positions"] == pytest.approx(float(want.positions[i]), rel=1e-5)
+        assert m["selectivity_relevance"] == pytest.approx(float(want.relevance[i]), rel=1e-4)
 
 
 @pytest.mark.slow
