@@ -119,7 +119,8 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
             JSON). None keeps everything in memory.
         resume: passed to every run: a setting whose folder holds all its rows computes nothing again.
         **run_kwargs: any other keyword of :func:`jaxvx.pipeline.run` (``variables``, ``transforms``, ``metrics``,
-            ``batch_size``, ``length``, ``pad``, ``preprocess``, ``limit``, ...), the same for every setting.
+            ``batch_size``, ``length``, ``pad``, ``preprocess``, ``limit``, ...), the same for every setting; each
+            setting's progress bar is labelled with its step and offset.
 
     Returns:
         :class:`Sweep`.
@@ -139,10 +140,13 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
                          f"it once per setting, and {type(source).__name__} is a one-pass iterator")
     settings = _settings(steps, offsets)
     out_dir = None if out is None else Path(out)
+    progress = run_kwargs.pop("progress", True)
     runs, table = {}, []
     for step, offset in settings:
         where = None if out_dir is None else out_dir / _folder(step, offset)
-        results = run(source, forward, method, step=step, offset=offset, out=where, resume=resume, **run_kwargs)
+        label = progress and (f"{progress}: " if isinstance(progress, str) else "") + f"step {step}, offset {offset}"
+        results = run(source, forward, method, step=step, offset=offset, out=where, resume=resume, progress=label,
+                      **run_kwargs)
         runs[(step, offset)] = results
         for row in results.summary:
             table.append({"step": step, "step_value": float(Fraction(step)), "offset": offset, **row})

@@ -454,7 +454,7 @@ def _iterate(source, *, process_index: int, process_count: int, limit: int | Non
 def run(source, forward, method, *, variables=None, transforms: Sequence[Callable] = (), metrics="auto",
         batch_size: int = 8, length: int = 16, step=1, offset: int = 0, pad: str = "loop",
         sampling: str = "snippet", preprocess=None, target: str = "label", out=None, resume: bool = True,
-        save_maps: bool = False, seed: int = 0, progress: bool = True, limit: int | None = None,
+        save_maps: bool = False, seed: int = 0, progress: bool | str = True, limit: int | None = None,
         tolerance: float = 7.0, pointing_shape: str = "disk", flow_threshold: float = 0.5, flow_options=None,
         perturbation_steps: int | None = None, perturbation_baseline: float = 0.0, label_key: str = "label",
         confidence: float = 0.95, num_classes: int | None = None) -> Results:
@@ -492,7 +492,8 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         save_maps: also write each clip's final map as ``out/maps/<method>/<clip index>.npy`` (float32).
         seed: seeds the methods' random keys (``fold_in(PRNGKey(seed), first clip index of the batch)``, then the
             method's position) and the bootstrap.
-        progress: show a tqdm progress bar with clips per second.
+        progress: show a tqdm progress bar with clips per second; a string is the bar's label (default label
+            "jaxvx run"; :func:`sweep` labels each setting's bar with its step and offset).
         limit: only the first ``limit`` clips of the source.
         tolerance, pointing_shape: spatial pointing game settings (7 px, "disk").
         flow_threshold, flow_options: motion threshold in px per frame (0.5) and keyword arguments of
@@ -709,9 +710,10 @@ class _NoBar:
         pass
 
 
-def _progress(total, enabled: bool, initial: int = 0):
+def _progress(total, enabled: bool | str, initial: int = 0):
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="clips", desc="jaxvx run", smoothing=0.1, dynamic_ncols=True)
+    label = enabled if isinstance(enabled, str) else "jaxvx run"
+    return tqdm(total=total, initial=initial, unit="clips", desc=label, smoothing=0.1, dynamic_ncols=True)

@@ -25,8 +25,9 @@ def gradient_x_input(forward, video, target=None, *, key=None):
 
 
 def sweep(source, **kwargs):
+    kwargs.setdefault("progress", False)
     return pipeline.sweep(source, apply, {"gxi": gradient_x_input}, variables=make_variables(), length=T,
-                          batch_size=2, progress=False, **kwargs)
+                          batch_size=2, **kwargs)
 
 
 def _strict(text):
@@ -92,3 +93,11 @@ def test_plot_sweep_draws_a_panel_per_varied_axis():
     # 4.2 inches at 100 dpi per panel: accuracy and B over the step, L over the offset; the single setting shows all
     assert (both.shape[1], steps_only.shape[1], one.shape[1]) == (1260, 840, 1260)
     assert both.std() > 10  # lines and text, not a blank canvas
+
+
+def test_each_settings_progress_bar_names_it(capsys):
+    sweep(long_source(2), steps=["1/2", 2], progress=True)
+    err = capsys.readouterr().err
+    assert "step 1/2, offset 0" in err and "step 2, offset 0" in err
+    sweep(long_source(2), offsets=[1], progress="mine")
+    assert "mine: step 1, offset 1" in capsys.readouterr().err
