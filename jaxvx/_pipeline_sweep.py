@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxvx._errors import VideoError
 from jaxvx._pipeline_results import jsonable
 from jaxvx.io._sampling import _as_fraction
 
@@ -97,7 +98,7 @@ def _settings(steps, offsets) -> list[tuple[str, int]]:
 
 
 def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[int] = (0,), out=None,
-          resume: bool = True, **run_kwargs) -> Sweep:
+          resume: bool = True, chunk: int = 32, **run_kwargs) -> Sweep:
     """Run :func:`jaxvx.pipeline.run` once for every snippet ``step`` with every ``offset`` and gather the summaries.
 
     The sweep of Anders et al.: C3D's accuracy and the border effect B (the quadratic coefficient of the mean
@@ -106,10 +107,15 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
     same method, metrics and clips; only the sampled frames differ. Clips of one shape compile the pipeline's step
     once for the whole sweep. B and L need the ``frame_share`` metric (part of ``metrics="auto"``).
 
+    Each clip is read (decoded, rendered) once for all settings: with ``out`` and an indexable source, the sweep
+    takes ``chunk`` clips at a time, keeps their records in memory and runs every setting on them, appending to each
+    setting's results file (the rows and summaries are those of one run per setting over all the clips). Without
+    ``out``, or for a source that can only be iterated, each setting reads the whole source in turn.
+
     Args:
-        source: a re-iterable source (a :mod:`jaxvx.data` source, a list of records): it is read once per setting.
-            Clips shorter than ``offset + length * step`` frames are padded as ``pad`` says (default ``"loop"``);
-            render or pick clips long enough for the largest step (``jaxvx.data.synthetic(num_frames=...)``).
+        source: a :mod:`jaxvx.data` source, a list of records, or any re-iterable source. Clips shorter than
+            ``offset + length * step`` frames are padded as ``pad`` says (default ``"loop"``); render or pick clips
+            long enough for the largest step (``jaxvx.data.synthetic(num_frames=...)``).
         forward, method: as for :func:`jaxvx.pipeline.run`.
         steps: snippet steps (ints, floats, strings such as ``"1/16"`` or Fractions), each distinct as a rational.
             Default ``(1,)``.
@@ -117,15 +123,18 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
         out: output folder. Each setting writes its run to ``out/step-<p>_<q>-offset-<o>/`` (``step-1_16-offset-0``;
             ``step-2-offset-0``), and the sweep writes ``out/sweep.md`` and ``out/sweep.json`` (the table, strict
             JSON). None keeps everything in memory.
-        resume: passed to every run: a setting whose folder holds all its rows computes nothing again.
+        resume: continue every setting's results file in ``out``: a setting that holds all its rows computes
+            nothing again. False starts every setting over.
+        chunk: clips kept in memory at once and run through every setting (rounded up to a multiple of
+            ``batch_size``). Default 32.
         **run_kwargs: any other keyword of :func:`jaxvx.pipeline.run` (``variables``, ``transforms``, ``metrics``,
-            ``batch_size``, ``length``, ``pad``, ``preprocess``, ``limit``, ...), the same for every setting; each
-            setting's progress bar is labelled with its step and offset.
+            ``batch_size``, ``length``, ``pad``, ``preprocess``, ``limit``, ``progress``, ...), the same for every
+            setting. The progress bar counts clips times settings (one bar per setting without ``out``).
 
     Returns:
-        :class:`Sweep`.
+        :class:`Sweep`; ``runs[setting].computed`` and ``.seconds`` add up the setting's share of every chunk.
     """
-    from jaxvx.pipeline import run
+    from jaxvx.pipeline import _check_int, _is_indexable, _progress, run
 
     clash = sorted(set(run_kwargs) & set(_OWN))
     if clash:
@@ -139,15 +148,41 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
         raise ValueError(f"source must be re-iterable (a jaxvx.data source or a list of records): the sweep reads "
                          f"it once per setting, and {type(source).__name__} is a one-pass iterator")
     settings = _settings(steps, offsets)
+    chunk = _check_int("chunk", chunk, 1)
     out_dir = None if out is None else Path(out)
     progress = run_kwargs.pop("progress", True)
-    runs, table = {}, []
-    for step, offset in settings:
-        where = None if out_dir is None else out_dir / _folder(step, offset)
-        label = progress and (f"{progress}: " if isinstance(progress, str) else "") + f"step {step}, offset {offset}"
-        results = run(source, forward, method, step=step, offset=offset, out=where, resume=resume, progress=label,
-                      **run_kwargs)
-        runs[(step, offset)] = results
+    prefix = f"{progress}: " if isinstance(progress, str) else ""
+    runs = {}
+    if out_dir is None or not _is_indexable(source):
+        for step, offset in settings:
+            where = None if out_dir is None else out_dir / _folder(step, offset)
+            runs[(step, offset)] = run(source, forward, method, step=step, offset=offset, out=where, resume=resume,
+                                       progress=progress and f"{prefix}step {step}, offset {offset}", **run_kwargs)
+    else:
+        limit = run_kwargs.pop("limit", None)
+        n = len(source) if limit is None else min(len(source), _check_int("limit", limit, 0))
+        batch = run_kwargs.get("batch_size", 8)
+        chunk = -(-chunk // batch) * batch if isinstance(batch, int) and batch > 0 else chunk
+        window = _Window(source)
+        bar = _progress(n * len(settings), progress and f"{prefix}sweep, {len(settings)} settings")
+        totals = dict.fromkeys(settings, (0, 0.0))
+        try:
+            for lo in range(0, max(n, 1), chunk):
+                hi = min(n, lo + chunk)
+                window.keep(range(lo, hi))
+                for setting in settings:
+                    results = run(window, forward, method, step=setting[0], offset=setting[1],
+                                  out=out_dir / _folder(*setting), resume=resume or lo > 0, progress=False,
+                                  limit=hi, **run_kwargs)
+                    computed, seconds = totals[setting]
+                    totals[setting] = (computed + results.computed, seconds + results.seconds)
+                    runs[setting] = results
+                    bar.update(hi - lo)
+        finally:
+            bar.close()
+        runs = {s: dataclasses.replace(r, computed=totals[s][0], seconds=totals[s][1]) for s, r in runs.items()}
+    table = []
+    for (step, offset), results in runs.items():
         for row in results.summary:
             table.append({"step": step, "step_value": float(Fraction(step)), "offset": offset, **row})
     md = _markdown(table, settings, confidence=run_kwargs.get("confidence", 0.95))
@@ -157,6 +192,41 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
         (out_dir / "sweep.json").write_text(json.dumps(jsonable(table), indent=1, allow_nan=False),
                                             encoding="utf-8")
     return Sweep(runs=runs, table=table, markdown=md, out=out_dir)
+
+
+class _Window:
+    """An indexable source that keeps the records of the clips in one chunk, so that every setting of a sweep reads
+    a clip once (an undecodable clip raises its :class:`jaxvx.VideoError` for each setting, which records the skip).
+    Other attributes (``root``, ``paths``, ...) are the source's."""
+
+    def __init__(self, source):
+        self._source = source
+        self._records: dict = {}
+
+    def keep(self, indices) -> None:
+        self._records = {i: r for i, r in self._records.items() if i in indices}
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index):
+        if index not in self._records:
+            try:
+                self._records[index] = self._source[index]
+            except VideoError as err:
+                self._records[index] = err
+        record = self._records[index]
+        if isinstance(record, VideoError):
+            raise record
+        return record
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._source, name)
+
+    def __repr__(self) -> str:
+        return repr(self._source)
 
 
 def _cell(row, with_ci: bool = True) -> str:

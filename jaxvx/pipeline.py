@@ -426,11 +426,15 @@ def _forward_and_variables(forward, variables):
     return (lambda v, x: fn(x)), {}
 
 
+def _is_indexable(source) -> bool:
+    """A source with ``len`` and ``source[i]`` (read clip by clip, in any order) rather than one to iterate."""
+    return isinstance(source, Sequence) or (hasattr(source, "__len__") and hasattr(source, "__getitem__"))
+
+
 def _iterate(source, *, process_index: int, process_count: int, limit: int | None, skip=frozenset()):
     """Yield ``(index, record or VideoError, clip id)`` for this process's share of the source, leaving out the
     indices in ``skip`` (clips already written); an indexable source does not load (decode, render) those."""
-    sized = isinstance(source, Sequence) or (hasattr(source, "__len__") and hasattr(source, "__getitem__"))
-    if sized:
+    if _is_indexable(source):
         n = len(source) if limit is None else min(len(source), limit)
         paths = getattr(source, "paths", None)
         for i in range(process_index, n, process_count):

@@ -37,9 +37,26 @@ def _strict(text):
     return json.loads(text, parse_constant=refuse)
 
 
+class Counting:
+    """A source that records which clips are read."""
+
+    def __init__(self, source):
+        self.source, self.loaded = source, []
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.loaded.append(i)
+        return self.source[i]
+
+
 def test_sweep_is_one_run_per_setting_and_resumes(tmp_path):
     source = long_source()
-    sw = sweep(source, steps=STEPS, offsets=OFFSETS, out=tmp_path)
+    counting = Counting(source)
+    sw = sweep(counting, steps=STEPS, offsets=OFFSETS, out=tmp_path, chunk=2)
+    assert counting.loaded == [0, 1, 2, 3]  # each clip read once for the six settings (two chunks of two)
+    assert all(r.computed == 4 for r in sw.runs.values())
     assert list(sw.runs) == [(s, o) for s in ["1/2", "1", "2"] for o in OFFSETS]
     for (step, offset), results in sw.runs.items():
         direct = pipeline.run(source, apply, {"gxi": gradient_x_input}, variables=make_variables(), length=T,
@@ -60,10 +77,17 @@ def test_sweep_is_one_run_per_setting_and_resumes(tmp_path):
     assert table == sw.markdown and len(table.splitlines()) == 2 + 6
     assert "| 1/2 | 3 | gxi | 4 |" in table
     assert _strict((tmp_path / "sweep.json").read_text()) == jsonable(sw.table)  # NaN written as null
-    # a second sweep over the same folder computes nothing again and gathers the same table
-    again = sweep(source, steps=STEPS, offsets=OFFSETS, out=tmp_path)
-    assert all(r.computed == 0 for r in again.runs.values())
+    # a second sweep over the same folder reads and computes nothing again and gathers the same table
+    counting.loaded.clear()
+    again = sweep(counting, steps=STEPS, offsets=OFFSETS, out=tmp_path, chunk=2)
+    assert all(r.computed == 0 for r in again.runs.values()) and counting.loaded == []
     assert again.markdown == sw.markdown
+    # in memory (no folder: each setting reads the whole source), the same table
+    assert sweep(source, steps=STEPS, offsets=OFFSETS).table == sw.table
+    # resume=False starts every setting over: the files hold each clip once
+    fresh = sweep(source, steps=["1/2"], offsets=[3], out=tmp_path, resume=False)
+    assert fresh.runs[("1/2", 3)].computed == 4
+    assert len((tmp_path / "step-1_2-offset-3" / "results.jsonl").read_text().splitlines()) == 1 + 4
 
 
 def test_sweep_arguments():
@@ -101,3 +125,20 @@ def test_each_settings_progress_bar_names_it(capsys):
     assert "step 1/2, offset 0" in err and "step 2, offset 0" in err
     sweep(long_source(2), offsets=[1], progress="mine")
     assert "mine: step 1, offset 1" in capsys.readouterr().err
+
+
+def test_an_undecodable_file_is_skipped_in_every_setting(tmp_path):
+    from jaxvx.data import folder
+    from jaxvx.io import write_video
+
+    clips = long_source(2)
+    root = tmp_path / "videos"
+    for cls, i in (("a", 0), ("b", 1)):
+        (root / cls).mkdir(parents=True)
+        write_video(root / cls / "good.avi", clips[i]["video"], fps=8)
+    (root / "b" / "broken.avi").write_bytes(b"not a video at all")
+    with pytest.warns(UserWarning, match="skipping clip b/broken.avi"):
+        sw = sweep(folder(root), steps=[1, 2], out=tmp_path / "out")
+    for results in sw.runs.values():
+        assert [r["id"] for r in results.skipped] == ["b/broken.avi"]
+        assert sorted(r["id"] for r in results.rows if r["status"] == "ok") == ["a/good.avi", "b/good.avi"]
