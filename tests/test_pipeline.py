@@ -188,7 +188,7 @@ def test_resume_after_crash(tmp_path):
     assert sorted(r["clip"] for r in rows) == [0, 1, 2, 3]  # two full batches made it; clip 4 was in flight
     with open(tmp_path / "results.jsonl", "a") as fh:
         fh.write('{"clip": 4, "status": "o')  # a line cut short by the crash
-    counting = _Counting(source)
+    counting = Counting(source)
     res = prun(counting, apply, {"grad": input_gradient}, **kwargs)
     assert res.computed == 3
     assert counting.loaded == [4, 5, 6]  # the clips already written are not loaded (decoded, rendered) again
@@ -203,7 +203,7 @@ def test_resume_after_crash(tmp_path):
         prun(source, apply, {"other": input_gradient}, **kwargs)
 
 
-class _Counting:
+class Counting:
     """A source that records which clips a run loads."""
 
     def __init__(self, source):
@@ -255,17 +255,20 @@ def test_bad_input_stops_naming_the_clip_and_keeps_rows(tmp_path, how, message):
     assert sorted(r["clip"] for r in rows) == [0, 1, 2]  # clip 2 was pending: computed and written before the error
 
 
-def test_folder_source_skips_undecodable_files(tmp_path):
+def folder_with_a_broken_file(root, clips):
+    """A UCF101-layout folder: a/good.avi and b/good.avi (clips 0 and 1), and b/broken.avi, which is no video."""
     from jaxvx.data import folder
     from jaxvx.io import write_video
 
-    clips = make_source(2)
-    root = tmp_path / "videos"
     for cls, i in (("a", 0), ("b", 1)):
         (root / cls).mkdir(parents=True)
         write_video(root / cls / "good.avi", clips[i]["video"], fps=8)
     (root / "b" / "broken.avi").write_bytes(b"not a video at all")
-    source = folder(root)
+    return folder(root)
+
+
+def test_folder_source_skips_undecodable_files(tmp_path):
+    source = folder_with_a_broken_file(tmp_path / "videos", make_source(2))
     with pytest.warns(UserWarning, match="skipping clip b/broken.avi"):
         res = prun(source, apply, {"grad": input_gradient}, variables=make_variables(), batch_size=2,
                    out=tmp_path / "out", progress=False)

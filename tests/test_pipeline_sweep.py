@@ -8,7 +8,7 @@ import pytest
 from jaxvx import pipeline, viz
 from jaxvx._pipeline_results import jsonable
 from jaxvx.data import synthetic
-from test_pipeline import T, apply, input_gradient, make_variables
+from test_pipeline import T, Counting, apply, folder_with_a_broken_file, input_gradient, make_variables
 
 STEPS = ["1/2", 1, 2]
 OFFSETS = [0, 3]
@@ -35,20 +35,6 @@ def _strict(text):
         raise ValueError(f"not strict JSON: {name}")
 
     return json.loads(text, parse_constant=refuse)
-
-
-class Counting:
-    """A source that records which clips are read."""
-
-    def __init__(self, source):
-        self.source, self.loaded = source, []
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitem__(self, i):
-        self.loaded.append(i)
-        return self.source[i]
 
 
 def test_sweep_is_one_run_per_setting_and_resumes(tmp_path):
@@ -128,17 +114,9 @@ def test_each_settings_progress_bar_names_it(capsys):
 
 
 def test_an_undecodable_file_is_skipped_in_every_setting(tmp_path):
-    from jaxvx.data import folder
-    from jaxvx.io import write_video
-
-    clips = long_source(2)
-    root = tmp_path / "videos"
-    for cls, i in (("a", 0), ("b", 1)):
-        (root / cls).mkdir(parents=True)
-        write_video(root / cls / "good.avi", clips[i]["video"], fps=8)
-    (root / "b" / "broken.avi").write_bytes(b"not a video at all")
+    source = folder_with_a_broken_file(tmp_path / "videos", long_source(2))
     with pytest.warns(UserWarning, match="skipping clip b/broken.avi"):
-        sw = sweep(folder(root), steps=[1, 2], out=tmp_path / "out")
+        sw = sweep(source, steps=[1, 2], out=tmp_path / "out")
     for results in sw.runs.values():
         assert [r["id"] for r in results.skipped] == ["b/broken.avi"]
         assert sorted(r["id"] for r in results.rows if r["status"] == "ok") == ["a/good.avi", "b/good.avi"]
