@@ -2,8 +2,9 @@
 
 Anders et al. sample C3D's 16-frame snippets with steps from 1/16 (one frame repeated 16 times) to 32 (every 32nd
 frame) and follow the model's accuracy and the border effect B of the frame shares; the lookahead L they follow
-over the snippet's offset. :func:`sweep` runs :func:`jaxvx.pipeline.run` once per setting, each into a folder of
-its own (so every setting resumes on its own after a crash), and gathers the summaries into one table.
+over the snippet's offset. :func:`sweep` gives every setting a :func:`jaxvx.pipeline.run` of its own, into a folder
+of its own (so every setting resumes on its own after a crash), reads each clip once for all of them, and gathers
+the summaries into one table.
 """
 
 from __future__ import annotations
