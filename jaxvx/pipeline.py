@@ -40,8 +40,10 @@ Methods must return arrays (a :func:`jaxvx.transforms.named_chain` method return
 :func:`sweep` runs the same over several snippet steps and offsets (Anders et al.'s accuracy and border B over the
 step, lookahead L over the offset), one resumable run per setting, and :func:`jaxvx.viz.plot_sweep` draws it::
 
+    source = jaxvx.data.synthetic("test", num_clips=200, num_frames=64, height=64, width=64)
     sw = jaxvx.pipeline.sweep(source, model, jaxvx.methods.lrp(jaxvx.lrp.deep_taylor(-3.0, 3.0)),
-                              steps=["1/4", "1/2", 1, 2, 4], variables=variables, out="runs/steps")
+                              steps=["1/4", "1/2", 1, 2, 4], variables=variables,
+                              preprocess=card["preprocess"], out="runs/steps")
     print(sw.markdown)
     jaxvx.viz.save_png("steps.png", jaxvx.viz.plot_sweep(sw))
 """
