@@ -179,6 +179,8 @@ def test_run_sweeps_steps_and_offsets(tiny_checkpoint, tmp_path, capsys):
     assert figure.shape[1] == 1260  # accuracy and border B over the step, lookahead L over the offset
     assert main(["run", str(config), "--offset", "0,x", "--title-frames", "3", "--out", str(out)]) == 2
     assert "offset must be one or several ints >= 0" in capsys.readouterr().err
+    assert main(["run", str(config), "--data", "folder:/nowhere", "--out", str(out)]) == 2
+    assert "num_frames render synthetic clips; data 'folder:/nowhere' is not synthetic" in capsys.readouterr().err
 
 
 def test_run_rejects_unknown_config_keys(tiny_checkpoint, tmp_path, capsys):
