@@ -5,7 +5,8 @@ the step, with ``batch`` a dict of the batch's arrays: ``video`` float32 ``[B, T
 ``label``, ``prediction`` int ``[B]``, ``forward`` (the model as ``video -> logits``), ``raw`` (the method's map
 before the transforms) and the ground truth the records carry, mapped to the model's grid: ``boxes`` ``[B, T, 4]``,
 ``present`` ``[B, T]``, ``segment`` (bool ``[B, T]``: the sampled frame lies in the action), ``motion``
-``[B, T, H, W]``, ``flow`` (Farneback, ``[B, T, H, W, 2]``).
+``[B, T, H, W]``, and what the host computes from the sampled frames for the metrics that ask for it: ``flow``
+(Farneback, ``[B, T, H, W, 2]``), ``keyframes`` (bool ``[B, T]``, :func:`jaxvx.metrics.keyframes`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ class MetricOptions:
 @dataclasses.dataclass(frozen=True)
 class Metric:
     """A named per-clip metric: ``needs`` lists the batch keys it reads (ground truth), ``spatial`` whether it needs
-    a map on the video's ``[B, T, H, W]`` grid."""
+    a map on the video's ``[B, T, H, W]`` grid, ``host`` the batch key the host computes from the sampled frames
+    for it (``"flow"``, ``"keyframes"``) or None."""
 
     name: str
     fn: Callable
     needs: tuple[str, ...] = ()
     spatial: bool = False
-    flow: bool = False
+    host: str | None = None
 
 
 def _spatial_pg(opts: MetricOptions):
@@ -66,6 +68,12 @@ def _motion_flow(opts):
     def fn(rel, batch):
         return {"motion_precision_flow": M.motion_precision(rel, batch["flow"], threshold=opts.flow_threshold)}
     return fn
+
+
+def _keyframe_correlation(rel, batch):
+    """Pearson correlation of the map's per-frame sum (its temporal saliency) with the key-frame indicator."""
+    r_t = rel.reshape(rel.shape[0], rel.shape[1], -1).sum(axis=-1)
+    return {"keyframe_correlation": M.keyframe_correlation(r_t, batch["keyframes"])}
 
 
 def _frame_share(rel, batch):
@@ -103,7 +111,8 @@ def BUILTIN(opts: MetricOptions) -> dict[str, Metric]:  # noqa: N802 - a table, 
         Metric("spatial_pointing_game", _spatial_pg(opts), ("boxes",), spatial=True),
         Metric("temporal_pointing_game", _temporal_pg, ("segment",)),
         Metric("motion_precision", _motion_true(opts), ("motion",), spatial=True),
-        Metric("motion_precision_flow", _motion_flow(opts), ("flow",), spatial=True, flow=True),
+        Metric("motion_precision_flow", _motion_flow(opts), ("flow",), spatial=True, host="flow"),
+        Metric("keyframe_correlation", _keyframe_correlation, ("keyframes",), host="keyframes"),
         Metric("frame_share", _frame_share),
         Metric("selectivity", _selectivity, ("raw",), spatial=True),
     ]

@@ -224,14 +224,15 @@ def _clip_id(record: Mapping, index: int, source) -> str:
 class _Preparer:
     """Host side of a clip: checks, sampling, preprocessing, ground truth on the model's grid."""
 
-    def __init__(self, *, length, step, offset, pad, sampling, preprocess_opts, target, need_flow, flow_kwargs,
-                 label_key, seed):
+    def __init__(self, *, length, step, offset, pad, sampling, preprocess_opts, target, host, flow_kwargs,
+                 keyframe_kwargs, label_key, seed):
         self.length, self.step, self.offset, self.pad = length, step, offset, pad
         self.sampling = sampling
         self.opts = preprocess_opts
         self.target = target
-        self.need_flow = need_flow
+        self.host = host  # what to compute from the sampled frames: "flow", "keyframes"
         self.flow_kwargs = flow_kwargs
+        self.keyframe_kwargs = keyframe_kwargs
         self.label_key = label_key
         self.seed = seed
         self.num_classes: int | None = None
@@ -292,12 +293,17 @@ class _Preparer:
             gt["segment"] = (idx >= start) & (idx < end)
         if "motion" in record:
             gt["motion"] = geo.grid(np.asarray(record["motion"], dtype=bool)[idx])
-        if self.need_flow:
+        if self.host:
+            raw = frames if frames.dtype == np.uint8 else np.clip(np.round(frames), 0, 255).astype(np.uint8)
+        if "flow" in self.host:
             from jaxvx.flow import farneback
 
-            raw = frames if frames.dtype == np.uint8 else np.clip(np.round(frames), 0, 255).astype(np.uint8)
             # the flow between the sampled frames (what the model sees as consecutive)
             gt["flow"] = geo.flow(farneback(raw, **self.flow_kwargs))
+        if "keyframes" in self.host:
+            from jaxvx.metrics import keyframes
+
+            gt["keyframes"] = keyframes(raw, **self.keyframe_kwargs).mask  # of the sampled frames, as the flow
         return _Clip(index, cid, x.astype(np.float32), label, gt)
 
 
@@ -462,6 +468,7 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         sampling: str = "snippet", preprocess=None, target: str = "label", out=None, resume: bool = True,
         save_maps: bool = False, seed: int = 0, progress: bool | str = True, limit: int | None = None,
         tolerance: float = 7.0, pointing_shape: str = "disk", flow_threshold: float = 0.5, flow_options=None,
+        keyframe_options=None,
         perturbation_steps: int | None = None, perturbation_baseline: float = 0.0, label_key: str = "label",
         confidence: float = 0.95, num_classes: int | None = None) -> Results:
     """Explain every clip of ``source`` and score the explanations; see the module docstring for the guarantees.
@@ -481,8 +488,10 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
             motion mask and the frame share, each where the records carry the ground truth it needs), or a list of
             names and callables / a dict ``{name: callable}``. Names: ``spatial_pointing_game``,
             ``temporal_pointing_game``, ``motion_precision`` (true motion mask), ``motion_precision_flow``
-            (Farneback flow of the sampled frames), ``frame_share``, ``selectivity`` (transformed vs raw map; the
-            raw map summed over channels when the transforms reduced them), ``deletion_frames``,
+            (Farneback flow of the sampled frames), ``frame_share``, ``keyframe_correlation`` (Pearson
+            correlation of the map's per-frame sum with the key frames of the sampled frames, Jayawardhana et al.'s
+            comparison; NaN for a clip without key frames), ``selectivity`` (transformed vs raw map; the raw map
+            summed over channels when the transforms reduced them), ``deletion_frames``,
             ``insertion_frames``, ``deletion_voxels``, ``insertion_voxels`` (area over the perturbation curve, plus
             ``*_auc``). A callable is ``(relevance, batch) -> [B] or {column: [B]}`` traced
             in the step; ``batch`` is described in :mod:`jaxvx._pipeline_metrics`.
@@ -504,6 +513,8 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         tolerance, pointing_shape: spatial pointing game settings (7 px, "disk").
         flow_threshold, flow_options: motion threshold in px per frame (0.5) and keyword arguments of
             :func:`jaxvx.flow.farneback` for ``motion_precision_flow``.
+        keyframe_options: keyword arguments of :func:`jaxvx.metrics.keyframes` for ``keyframe_correlation``
+            (default: the 30 % detector).
         perturbation_steps, perturbation_baseline: deletion/insertion settings (see
             :func:`jaxvx.metrics.perturbation_curve`).
         label_key: the record key holding the label. Default "label".
@@ -568,10 +579,11 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
     done = set(results_file.done) if results_file else set()
     rows: list[dict] = list(results_file.rows) if results_file else []
 
-    need_flow = any(m.flow for m in metric_list)
+    host = {m.host for m in metric_list if m.host}
     preparer = _Preparer(length=length, step=step, offset=offset, pad=pad, sampling=sampling,
-                         preprocess_opts=pp_opts, target=target, need_flow=need_flow,
-                         flow_kwargs=dict(flow_options or {}), label_key=label_key, seed=seed)
+                         preprocess_opts=pp_opts, target=target, host=host,
+                         flow_kwargs=dict(flow_options or {}), keyframe_kwargs=dict(keyframe_options or {}),
+                         label_key=label_key, seed=seed)
     step_fn = _cached_step(forward, variables is None, apply, methods, transforms, metric_list, opts, auto, target,
                            save_maps)
     variables_dev = jax.device_put(variables, replicated)

@@ -14,7 +14,8 @@ import pytest
 
 from jaxvx import pipeline
 from jaxvx.data import synthetic
-from jaxvx.metrics import motion_precision, selectivity, spatial_pointing_game, temporal_pointing_game
+from jaxvx.metrics import (keyframe_correlation, keyframes, motion_precision, selectivity, spatial_pointing_game,
+                           temporal_pointing_game)
 from jaxvx.transforms import selective, sum_channels
 
 T, S, K = 8, 24, 10
@@ -47,6 +48,12 @@ def input_gradient(forward, video, target=None, *, key=None):
         return jnp.take_along_axis(forward(v), target[:, None], axis=1).sum()
 
     return jax.grad(score)(video)
+
+
+def gradient_x_input(forward, video, target=None, *, key=None):
+    """A map that depends on the frames (the tiny model's gradient alone does not: it is linear), with zeros and
+    signs of its own."""
+    return video * input_gradient(forward, video, target)
 
 
 def run_reference_config(out, **kwargs):
@@ -111,16 +118,13 @@ def test_selectivity_metric_against_the_methods_own_map(reduce):
     ``jaxvx run`` does before selective relevance)."""
     source, variables = make_source(4), make_variables()
 
-    def grad_x_input(forward, video, target=None, *, key=None):  # a map with zeros and signs of its own
-        return video * input_gradient(forward, video, target)
-
     select = selective(1.0, padding="edge")
     chain = [sum_channels(), select] if reduce else [select]
-    res = prun(source, apply, {"gxi": grad_x_input}, variables=variables, transforms=chain,
+    res = prun(source, apply, {"gxi": gradient_x_input}, variables=variables, transforms=chain,
                metrics=["selectivity"], batch_size=4, progress=False)
     batch = source.batch(range(4))
     video = jnp.asarray(batch["video"].astype(np.float32) / 255.0)
-    raw = grad_x_input(lambda x: apply(variables, x), video, jnp.asarray(batch["label"]))
+    raw = gradient_x_input(lambda x: apply(variables, x), video, jnp.asarray(batch["label"]))
     base = raw.sum(axis=-1) if reduce else raw
     want = selectivity(select(base), base)
     assert np.all(np.asarray(want.positions) < 1) and np.all(np.asarray(want.positions) > 0)
@@ -128,6 +132,24 @@ def test_selectivity_metric_against_the_methods_own_map(reduce):
         m = row["methods"]["gxi"]
         assert m["selectivity_positions"] == pytest.approx(float(want.positions[i]), rel=1e-5)
         assert m["selectivity_relevance"] == pytest.approx(float(want.relevance[i]), rel=1e-4)
+
+
+def test_keyframe_correlation_metric_against_direct_computation():
+    """Jayawardhana et al.'s comparison: the map's per-frame sum against the key frames of the sampled frames."""
+    source, variables = make_source(6), make_variables()
+
+    res = prun(source, apply, {"gxi": gradient_x_input}, variables=variables, metrics=["keyframe_correlation"],
+               batch_size=3, progress=False, keyframe_options={"threshold": 0.2})
+    batch = source.batch(range(6))
+    video = jnp.asarray(batch["video"].astype(np.float32) / 255.0)
+    maps = gradient_x_input(lambda x: apply(variables, x), video, jnp.asarray(batch["label"]))
+    per_frame = maps.reshape(6, T, -1).sum(axis=-1)
+    masks = np.stack([keyframes(clip, threshold=0.2).mask for clip in batch["video"]])
+    want = np.asarray(keyframe_correlation(per_frame, masks))
+    got = np.array([np.nan if r["methods"]["gxi"]["keyframe_correlation"] is None
+                    else r["methods"]["gxi"]["keyframe_correlation"] for r in _ok_rows(res)])
+    assert np.isfinite(want).sum() >= 3  # most clips have key frames and a varying saliency
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)  # NaN where they are undefined, on both sides
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 from jaxvx import pipeline, viz
 from jaxvx._pipeline_results import jsonable
 from jaxvx.data import synthetic
-from test_pipeline import T, Counting, apply, folder_with_a_broken_file, input_gradient, make_variables
+from test_pipeline import T, Counting, apply, folder_with_a_broken_file, gradient_x_input, make_variables
 
 STEPS = ["1/2", 1, 2]
 OFFSETS = [0, 3]
@@ -17,11 +17,6 @@ OFFSETS = [0, 3]
 def long_source(num_clips=4):
     """Clips of 2 T frames, so that step 2 reaches the last one without padding."""
     return synthetic("test", num_clips=num_clips, num_frames=2 * T, height=24, width=24, distractors=1, flow=False)
-
-
-def gradient_x_input(forward, video, target=None, *, key=None):
-    """Depends on the sampled frames (the tiny model's gradient alone does not: it is linear)."""
-    return video * input_gradient(forward, video, target)
 
 
 def sweep(source, **kwargs):
