@@ -16,7 +16,8 @@ Submodules (imported on first use, so that ``import jaxvx`` stays cheap):
   :func:`jaxvx.chain` composes a method with transforms.
 - :mod:`jaxvx.metrics`, :mod:`jaxvx.flow`: pointing games, motion precision, key frames, deletion / insertion;
   optical flow.
-- :mod:`jaxvx.pipeline`: a method over a dataset, sharded over devices, written as it goes;
+- :mod:`jaxvx.pipeline`: a method over a dataset, sharded over devices, written as it goes; ``sweep`` over
+  snippet steps and offsets;
   :mod:`jaxvx.explain`: one clip end to end; :mod:`jaxvx.viz`: pictures.
 """
 
