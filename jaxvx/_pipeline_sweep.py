@@ -30,7 +30,7 @@ SWEEP_FILE = "sweep.md"
 #: The summary rows a sweep gathers per method (besides the model's accuracy), in the sweep table's column order.
 SWEEP_METRICS = ("border B (frame share)", "lookahead L (frame share)")
 #: ``run`` keywords a sweep sets itself.
-_OWN = ("step", "offset", "out", "resume")
+_OWN = ("step", "offset", "out", "resume", "summary")
 
 
 def step_label(step) -> str:
@@ -139,7 +139,8 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
 
     clash = sorted(set(run_kwargs) & set(_OWN))
     if clash:
-        raise TypeError(f"sweep sets {clash} itself: pass steps=[...], offsets=[...], out= and resume= instead")
+        raise TypeError(f"sweep sets {clash} itself (its own arguments are steps=[...], offsets=[...], out= and "
+                        "resume=)")
     try:
         one_pass = iter(source) is source
     except TypeError:
@@ -174,7 +175,7 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
                 for setting in settings:
                     results = run(window, forward, method, step=setting[0], offset=setting[1],
                                   out=out_dir / _folder(*setting), resume=resume or lo > 0, progress=False,
-                                  limit=hi, **run_kwargs)
+                                  limit=hi, summary=hi >= n, **run_kwargs)
                     computed, seconds = totals[setting]
                     totals[setting] = (computed + results.computed, seconds + results.seconds)
                     runs[setting] = results

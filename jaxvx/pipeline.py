@@ -470,7 +470,7 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         tolerance: float = 7.0, pointing_shape: str = "disk", flow_threshold: float = 0.5, flow_options=None,
         keyframe_options=None,
         perturbation_steps: int | None = None, perturbation_baseline: float = 0.0, label_key: str = "label",
-        confidence: float = 0.95, num_classes: int | None = None) -> Results:
+        confidence: float = 0.95, num_classes: int | None = None, summary: bool = True) -> Results:
     """Explain every clip of ``source`` and score the explanations; see the module docstring for the guarantees.
 
     Args:
@@ -520,6 +520,9 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         label_key: the record key holding the label. Default "label".
         confidence: level of the summary's bootstrap intervals. Default 0.95.
         num_classes: for the per-class pointing-game mean; default: the model's number of outputs.
+        summary: summarise the results file at the end (bootstrap intervals; ``summary.md``, ``summary.json``).
+            False skips it (``Results.summary`` empty, ``markdown`` ""), for a caller that runs again before it
+            reads one, as :func:`sweep` does between chunks.
 
     Returns:
         :class:`Results`.
@@ -691,15 +694,17 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         if results_file is not None:
             results_file.close()
 
-    k = num_classes if num_classes is not None else (preparer.num_classes or None)
-    summary = summarize(rows, list(methods), num_classes=k, confidence=confidence, seed=seed)
     skipped = [r for r in rows if r.get("status") == "skipped"]
-    md = markdown_table(summary, confidence=confidence, skipped=len(skipped))
-    if out_dir is not None and process_index == 0:
-        (out_dir / SUMMARY_FILE).write_text(md, encoding="utf-8")
-        (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=1), encoding="utf-8")
+    table, md = [], ""
+    if summary:
+        k = num_classes if num_classes is not None else (preparer.num_classes or None)
+        table = summarize(rows, list(methods), num_classes=k, confidence=confidence, seed=seed)
+        md = markdown_table(table, confidence=confidence, skipped=len(skipped))
+        if out_dir is not None and process_index == 0:
+            (out_dir / SUMMARY_FILE).write_text(md, encoding="utf-8")
+            (out_dir / "summary.json").write_text(json.dumps(jsonable(table), indent=1), encoding="utf-8")
     seconds = time.perf_counter() - t_start
-    return Results(rows=rows, summary=summary, markdown=md, out=out_dir, skipped=skipped, computed=computed,
+    return Results(rows=rows, summary=table, markdown=md, out=out_dir, skipped=skipped, computed=computed,
                    seconds=seconds)
 
 

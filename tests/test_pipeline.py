@@ -219,6 +219,11 @@ def test_resume_after_crash(tmp_path):
     for a, b in zip(_ok_rows(res), _ok_rows(fresh)):
         assert a["methods"]["grad"]["spatial_pointing_game"] == pytest.approx(
             b["methods"]["grad"]["spatial_pointing_game"], nan_ok=True)
+    # summary=False leaves the summary out (and its files alone); the rows are all there
+    (tmp_path / "summary.md").unlink()
+    quiet = prun(source, apply, {"grad": input_gradient}, summary=False, **kwargs)
+    assert quiet.summary == [] and quiet.markdown == "" and not (tmp_path / "summary.md").exists()
+    assert [r["clip"] for r in _ok_rows(quiet)] == list(range(7))
     # nothing left to do: a third call computes nothing; other settings refuse to resume
     assert prun(source, apply, {"grad": input_gradient}, **kwargs).computed == 0
     with pytest.raises(ValueError, match="cannot resume"):

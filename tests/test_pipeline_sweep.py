@@ -87,6 +87,8 @@ def test_sweep_arguments():
         sweep(source, steps=[0])
     with pytest.raises(TypeError, match=r"sweep sets \['step'\] itself"):
         sweep(source, step=2)
+    with pytest.raises(TypeError, match=r"sweep sets \['summary'\] itself"):
+        sweep(source, summary=False)
 
 
 def test_plot_sweep_draws_a_panel_per_varied_axis():
