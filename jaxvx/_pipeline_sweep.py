@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxvx._errors import VideoError
-from jaxvx._pipeline_results import jsonable
+from jaxvx._pipeline_results import _fmt, jsonable
 from jaxvx.io._sampling import _as_fraction
 
 __all__ = ["sweep", "Sweep", "SWEEP_FILE", "step_label"]
@@ -61,7 +61,7 @@ class Sweep:
 
     @property
     def methods(self) -> list[str]:
-        return list(dict.fromkeys(r["method"] for r in self.table if r["method"] != "(model)"))
+        return _methods(self.table)
 
     def series(self, method: str, metric: str, *, offset: int | None = None, step=None) -> dict[str, np.ndarray]:
         """One summary value across the sweep: ``{"step", "offset", "mean", "low", "high", "n"}``, float64 arrays in
@@ -76,6 +76,11 @@ class Sweep:
 
         return {"step": col("step_value"), "offset": col("offset"), "mean": col("mean"), "low": col("low"),
                 "high": col("high"), "n": col("n")}
+
+
+def _methods(table: list[dict]) -> list[str]:
+    """The explanation methods of a sweep table, in order (the model's own rows left out)."""
+    return list(dict.fromkeys(r["method"] for r in table if r["method"] != "(model)"))
 
 
 def _settings(steps, offsets) -> list[tuple[str, int]]:
@@ -231,24 +236,20 @@ class _Window:
         return repr(self._source)
 
 
-def _cell(row, with_ci: bool = True) -> str:
-    def fmt(x):
-        if x is None or not math.isfinite(x):
-            return "-"
-        return f"{x:.3e}" if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4) else f"{x:.4f}"
-
+def _cell(row) -> str:
+    """A summary row's mean with its interval, as the pipeline's summary table writes numbers; ``-`` for none."""
     if row is None:
         return "-"
-    text = fmt(row["mean"])
-    if with_ci and row["low"] is not None and math.isfinite(row["low"]):
-        text += f" [{fmt(row['low'])}, {fmt(row['high'])}]"
+    text = _fmt(row["mean"])
+    if row["low"] is not None and math.isfinite(row["low"]):
+        text += f" [{_fmt(row['low'])}, {_fmt(row['high'])}]"
     return text
 
 
 def _markdown(table: list[dict], settings: list[tuple[str, int]], *, confidence: float) -> str:
     """A line per setting and method: clips, accuracy, then B and L with their bootstrap CIs."""
     index = {(r["step"], r["offset"], r["method"], r["metric"]): r for r in table}
-    methods = list(dict.fromkeys(r["method"] for r in table if r["method"] != "(model)"))
+    methods = _methods(table)
     level = f"{100 * confidence:g} % CI"
     lines = [f"| step | offset | method | clips | accuracy [{level}] | border B [{level}] | lookahead L [{level}] |",
              "|---:|---:|---|---:|---|---|---|"]

@@ -230,6 +230,11 @@ def plot_frame_share(share, *, fits: dict | None = None, title: str = "relevance
     ax.set_ylabel("P_t")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _render(fig, canvas)
+
+
+def _render(fig, canvas) -> np.ndarray:
+    """A laid-out figure as a uint8 RGB image ``[H, W, 3]``."""
     fig.tight_layout()
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
@@ -248,10 +253,12 @@ def _figure(width: float, height: float):
 
 def _step_ticks(ax, values) -> None:
     """A log2 step axis labelled with the exact rationals (1/16 ... 32)."""
+    from jaxvx._pipeline_sweep import step_label
+
     ax.set_xscale("log", base=2)
     ticks = sorted(set(float(v) for v in values))
     ax.set_xticks(ticks)
-    ax.set_xticklabels([_fraction_text(v) for v in ticks], fontsize=8)
+    ax.set_xticklabels([step_label(v) for v in ticks], fontsize=8)
     ax.minorticks_off()
 
 
@@ -263,7 +270,7 @@ def plot_sweep(sweep, *, title: str = "") -> np.ndarray:
     or per step, when both vary); bars are the summary's bootstrap intervals. The step axis is log2, labelled
     1/16 ... 32 (Anders et al.'s figures).
     """
-    from jaxvx._pipeline_sweep import SWEEP_METRICS
+    from jaxvx._pipeline_sweep import SWEEP_METRICS, step_label
 
     steps = sorted({r["step_value"] for r in sweep.table})
     offsets = sorted({r["offset"] for r in sweep.table})
@@ -290,7 +297,7 @@ def plot_sweep(sweep, *, title: str = "") -> np.ndarray:
                 err = np.where(np.isfinite(err), err, 0.0)
                 name = "model" if method else m
                 if len(others) > 1:
-                    name += f", {other} {value if other == 'offset' else _fraction_text(value)}"
+                    name += f", {other} {value if other == 'offset' else step_label(value)}"
                 ax.errorbar(x, s["mean"], yerr=err, fmt="o-", capsize=3, label=name)
         if over == "step":
             _step_ticks(ax, steps)
@@ -306,12 +313,4 @@ def plot_sweep(sweep, *, title: str = "") -> np.ndarray:
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def _fraction_text(value: float) -> str:
-    from fractions import Fraction
-
-    return str(Fraction(value).limit_denominator(10**6))
+    return _render(fig, canvas)
