@@ -180,14 +180,12 @@ def _run(args) -> int:
     model, variables, card = checkpoints.load(settings["checkpoint"])
     t_model = int(card["input_shape"][0])
     kind, _, where = str(settings["data"]).partition(":")
-    rendering = [k for k in ("num_frames", "title_frames", "action_frames") if settings[k] is not None]
+    # how to render synthetic clips (e.g. longer ones, for steps > 1)
+    rendering = {k: settings[k] for k in ("num_frames", "title_frames", "action_frames") if settings[k] is not None}
     if rendering and kind != "synthetic":
         raise ValueError(f"{', '.join(rendering)} render synthetic clips; data {settings['data']!r} is not synthetic")
     if kind == "synthetic":
-        config = _card_synthetic_config(card)
-        for key in ("num_frames", "title_frames", "action_frames"):  # e.g. longer clips, for steps > 1
-            if settings[key] is not None:
-                config[key] = settings[key]
+        config = {**_card_synthetic_config(card), **rendering}
         source = data.synthetic(settings["split"], num_clips=settings["num_clips"], **config)
     elif kind == "folder":
         source = data.folder(where)
