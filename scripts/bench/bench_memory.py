@@ -35,8 +35,9 @@ def run_config(size, batch, names, steps):
     key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
     forward_mib = program_mib(jax.jit(model.apply), variables, x)
     rows = []
+    table = jax_methods(steps)
     for name in names:
-        method = jax_methods(steps)[name]
+        method = table[name]
         f = jax.jit(lambda v, x, t, k, _m=method: _m(functools.partial(model.apply, v), x, t, key=k))
         t0 = time.perf_counter()
         mib = program_mib(f, variables, x, target, key)
