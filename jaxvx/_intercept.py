@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx._program import with_backward
+
 __all__ = [
     "LayerSpec",
     "Tap",
@@ -124,6 +126,14 @@ def layer_matcher(spec: LayerSpec, *, name: str = "layer") -> Callable[[nn.Modul
 
         match_type.__name__ = _describe(spec)
         return match_type
+    modules = getattr(spec, "modules", None)
+    if isinstance(modules, tuple) and hasattr(spec, "kinds"):  # a jaxvx.lrp.Kind: its module classes
+
+        def match_kind(module, path, _types=modules):
+            return bool(_types) and isinstance(module, _types)
+
+        match_kind.__name__ = spec.name
+        return match_kind
     if callable(spec):
         return spec
     raise TypeError(f"{name}: expected a module path (str), a flax Module class or a predicate "
@@ -305,35 +315,6 @@ def layer_vjp(forward: Callable, x, layers: Sequence[LayerSpec], *, name: str = 
     zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]
     logits, pullback, acts = jax.vjp(f, zeros, has_aux=True)
     return logits, acts, lambda ct: pullback(ct)[0]
-
-
-def with_backward(backward: Callable, inputs: tuple, output, extras=()):
-    """``output`` unchanged, with the VJP ``backward(inputs, output, extras, cotangent) -> input cotangents``.
-
-    ``inputs``: a tuple of the module's array inputs; ``output``: its (already computed) array output;
-    ``extras``: a pytree of float arrays the backward needs (parameters, bounds). The ordinary gradient through
-    whatever computed ``output`` is cut (``stop_gradient``), so the module's own backward is never built; the
-    extras get zero cotangents. ``backward`` must return one cotangent per input, shaped like it.
-    """
-    inputs = tuple(inputs)
-
-    @jax.custom_vjp
-    def attach(inputs, output, extras):
-        return output
-
-    def fwd(inputs, output, extras):
-        return output, (inputs, output, extras)
-
-    def bwd(res, ct):
-        ins, out, ext = res
-        grads = tuple(backward(ins, out, ext, ct))
-        if len(grads) != len(ins):
-            raise ValueError(f"backward returned {len(grads)} cotangents for {len(ins)} inputs")
-        grads = tuple(jnp.asarray(g, dtype=i.dtype).reshape(i.shape) for g, i in zip(grads, ins))
-        return grads, jnp.zeros_like(out), jax.tree.map(jnp.zeros_like, ext)
-
-    attach.defvjp(fwd, bwd)
-    return attach(inputs, jax.lax.stop_gradient(output), extras)
 
 
 def unbound_layer(module: nn.Module, args: Sequence, kwargs: dict):

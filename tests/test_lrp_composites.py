@@ -156,7 +156,7 @@ def test_lrp_under_jit_and_vmap(mlp):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="no flax.linen Module"):
+    with pytest.raises(ValueError, match=r"none of its rules applies(.|\n)*#0 structure reshape"):
         methods.lrp(lrp.epsilon_plus())(lambda v: v.reshape(v.shape[0], -1)[:, :3], jnp.zeros((1,) + SHAPE))
     with pytest.raises(TypeError, match="Composite"):
         methods.lrp("epsilon_plus")
@@ -164,19 +164,48 @@ def test_errors():
         methods.lrp(lrp.epsilon_plus(), seed="probability")
     with pytest.raises(ValueError, match="max_pool"):
         lrp.deep_taylor(-1, 1, max_pool="average")
+
+
+def test_batchnorm_is_folded_without_asking():
+    """A BatchNorm after a convolution (negative scales included) is folded into it: the relevance equals that of
+    the explicitly folded model, for z+ (which sees the folded kernel's signs) and epsilon."""
     model = _WithBatchNorm()
-    x = jnp.zeros((1, 2, 4, 4, 2))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 2, 4, 4, 2)), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-    variables = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), variables)
-    with pytest.raises(ValueError, match=r"BatchNorm module \('conv_bn'\).*fold_batchnorm"):
-        methods.lrp(lrp.epsilon_plus())(functools.partial(model.apply, variables), x, None)
+    rng = np.random.default_rng(1)
+    variables = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), variables)
+    variables["batch_stats"] = jax.tree.map(jnp.abs, variables["batch_stats"])
+    assert np.any(np.asarray(variables["params"]["conv_bn"]["scale"]) < 0)
+    folded, fvars = fold_batchnorm(_WithBatchNormFoldable(), {"params": {"conv": variables["params"]["conv"],
+                                                                         "fc": variables["params"]["fc"],
+                                                                         "conv_bn": variables["params"]["conv_bn"]},
+                                                              "batch_stats": variables["batch_stats"]})
+    for comp in (lrp.epsilon_plus(), lrp.epsilon_alpha2_beta1()):
+        got = methods.lrp(comp)(functools.partial(model.apply, variables), x, jnp.asarray([0, 1]))
+        want = methods.lrp(comp)(functools.partial(folded.apply, fvars), x, jnp.asarray([0, 1]))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6 * np.abs(want).max())
 
 
 class _WithBatchNorm(nn.Module):
+    """Written as users write it: the BatchNorm after the conv, relu and reshape as functions."""
+
     @nn.compact
     def __call__(self, x):
         x = nn.Conv(3, (1, 1, 1), name="conv")(x)
         x = nn.BatchNorm(use_running_average=True, name="conv_bn")(x)
+        return nn.Dense(2, name="fc")(nn.relu(x).reshape(x.shape[0], -1))
+
+
+class _WithBatchNormFoldable(nn.Module):
+    """The same network in the form jaxvx.models.fold_batchnorm rewrites (a ``<conv>_bn`` after ``conv``)."""
+
+    fold_bn: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(3, (1, 1, 1), name="conv")(x)
+        if not self.fold_bn:
+            x = nn.BatchNorm(use_running_average=True, name="conv_bn")(x)
         return nn.Dense(2, name="fc")(ReLU()(x).reshape(x.shape[0], -1))
 
 

@@ -9,11 +9,15 @@ from dataclasses import dataclass
 import flax.linen as nn
 
 from jaxvx._intercept import layer_matcher
+from jaxvx._program import KINDS, path_matcher
 from jaxvx.lrp import _rules as R
 from jaxvx.models import AvgPool, GlobalAvgPool, MaxPool, ReLU, Sum, TemporalMean
 
 __all__ = [
     "Composite",
+    "Kind",
+    "SCALE",
+    "node_matcher",
     "CONV",
     "DENSE",
     "LINEAR",
@@ -32,34 +36,89 @@ __all__ = [
     "name_map",
 ]
 
-#: convolution modules (flax.linen.Conv and friends)
-CONV = (nn.Conv, nn.ConvTranspose, nn.ConvLocal)
-#: dense modules
-DENSE = (nn.Dense, nn.DenseGeneral)
-#: every layer with a weight matrix
-LINEAR = CONV + DENSE
-#: activations (relevance passes unchanged)
-ACTIVATION = (ReLU,)
-#: averaging modules (Norm rule)
-AVG_POOL = (AvgPool, GlobalAvgPool, TemporalMean)
-#: residual sums (Norm rule)
-SUM = (Sum,)
-MAX_POOL = (MaxPool,)
-BATCH_NORM = (nn.BatchNorm,)
+@dataclass(frozen=True)
+class Kind:
+    """A layer spec: the operations of these :data:`jaxvx._program.KINDS` in the traced program (and, where a
+    method still intercepts Flax linen modules, instances of ``modules``)."""
 
-_BN_MESSAGE = ("forward contains a BatchNorm module ({path}); LRP rules need it folded into the preceding "
-               "convolution first: model, variables = jaxvx.models.fold_batchnorm(model, variables) (or "
-               "jaxvx.lrp.canonize), then forward = functools.partial(model.apply, variables)")
+    name: str
+    kinds: frozenset
+    modules: tuple = ()
+
+    def __call__(self, node, path) -> bool:
+        return node.kind in self.kinds
+
+
+#: convolutions (``conv_general_dilated`` with a constant kernel; flax.linen.Conv and friends)
+CONV = Kind("CONV", frozenset({"conv"}), (nn.Conv, nn.ConvTranspose, nn.ConvLocal))
+#: dense layers (``dot_general`` with a constant matrix; flax.linen.Dense)
+DENSE = Kind("DENSE", frozenset({"dense"}), (nn.Dense, nn.DenseGeneral))
+#: every layer with a weight matrix
+LINEAR = Kind("LINEAR", frozenset({"conv", "dense"}), CONV.modules + DENSE.modules)
+#: activations: ReLU and other max/min with a constant, tanh, logistic (relevance passes)
+ACTIVATION = Kind("ACTIVATION", frozenset({"activation"}), (ReLU,))
+#: averages (average pooling, means: the sum that computes them; Norm rule)
+AVG_POOL = Kind("AVG_POOL", frozenset({"sum"}), (AvgPool, GlobalAvgPool, TemporalMean))
+#: sums: residual additions, reductions (Norm rule)
+SUM = Kind("SUM", frozenset({"sum"}), (Sum,))
+#: scaling and shifting by constants that no linear layer absorbed (input normalisation, a BatchNorm before any
+#: convolution, the division that ends a mean): relevance passes
+SCALE = Kind("SCALE", frozenset({"scale"}))
+MAX_POOL = Kind("MAX_POOL", frozenset({"max_pool"}), (MaxPool,))
+#: a BatchNorm module (only seen by module interception: in a traced program it is folded into its layer)
+BATCH_NORM = Kind("BATCH_NORM", frozenset(), (nn.BatchNorm,))
+
+_MODULE_KINDS = ((CONV.modules, "conv"), (DENSE.modules, "dense"), ((ReLU,), "activation"),
+                 (AVG_POOL.modules + SUM.modules, "sum"), (MAX_POOL.modules, "max_pool"), ((nn.BatchNorm,), None))
+
+
+def node_matcher(spec, *, name: str = "layer") -> Callable:
+    """A predicate ``(node, path) -> bool`` over the nodes of a traced program from a layer spec: a :class:`Kind`,
+    a path pattern (:func:`jaxvx._program.path_matcher`), a Flax module class or a tuple of them (matched by the
+    kind of operation it computes), or a predicate ``(node, path) -> bool`` used as is."""
+    if isinstance(spec, Kind):
+        return spec
+    if isinstance(spec, str):
+        if not spec:
+            raise ValueError(f"{name}: expected a path pattern such as 'conv5b', got an empty string")
+        match = path_matcher(spec)
+
+        def by_path(node, path, _m=match):
+            return _m(path)
+
+        by_path.__name__ = f"path {spec!r}"
+        return by_path
+    classes = spec if isinstance(spec, tuple) else (spec,)
+    if classes and all(isinstance(c, type) and issubclass(c, nn.Module) for c in classes):
+        kinds = set()
+        for c in classes:
+            found = [k for mods, k in _MODULE_KINDS if issubclass(c, mods)]
+            if not found:
+                raise TypeError(f"{name}: the module class {c.__name__} computes no operation kind jaxvx knows; "
+                                f"name its layers by path or use a kind ({', '.join(KINDS)})")
+            kinds.update(k for k in found if k is not None)
+        return Kind("/".join(c.__name__ for c in classes), frozenset(kinds))
+    if callable(spec):
+        return spec
+    raise TypeError(f"{name}: expected a path pattern (str), a jaxvx.lrp kind such as jaxvx.lrp.CONV, a flax Module "
+                    f"class or a predicate (node, path) -> bool, got {spec!r}")
+
+
+_BN_MESSAGE = ("module interception met a BatchNorm module ({path}); fold it into the preceding convolution "
+               "first: model, variables = jaxvx.models.fold_batchnorm(model, variables)")
 
 
 @dataclass(frozen=True)
 class Composite:
     """Rules by layer: ``layer_map`` and ``first_map`` are tuples of ``(layer spec, Rule)``.
 
-    A layer spec is a Module class, a tuple of classes, a module path string (``"fc8"``, ``"conv*"``) or a predicate
-    ``(module, path) -> bool``. For each module call in forward order: if no layer matched ``first_map`` yet and
-    this one does, it gets that rule (the "first layer"); otherwise the first entry of ``layer_map`` that matches
-    decides; no match means the layer's ordinary gradient.
+    A layer spec is a :class:`Kind` (:data:`CONV`, :data:`DENSE`, ...), a path pattern (``"fc8"``, ``"conv*"``,
+    ``"Mixed_5c/*"``), a Flax module class (matched by the kind of operation it computes) or a predicate
+    ``(node, path) -> bool`` on the nodes of the traced program (:class:`jaxvx._program.Node`). For each node in
+    forward order: if no node matched ``first_map`` yet and this one does, it gets that rule (the "first layer");
+    otherwise the first entry of ``layer_map`` that matches decides. A node no entry matches keeps its ordinary
+    gradient if it only moves values (kind ``structure``); any other unmatched node is an error naming it, never a
+    silent gradient.
     """
 
     name: str
@@ -73,8 +132,24 @@ class Composite:
                     raise TypeError(f"{what}: expected (layer spec, Rule) pairs, got {e!r}")
                 layer_matcher(e[0], name=what)
 
+    def assign(self, nodes) -> list:
+        """The rule of each node of a traced program (in forward order; ``None``: no entry matched)."""
+        layer = [(node_matcher(s, name="layer_map"), r) for s, r in self.layer_map]
+        first = [(node_matcher(s, name="first_map"), r) for s, r in self.first_map]
+        rules, first_seen = [], False
+        for node in nodes:
+            rule = None
+            if not first_seen:
+                rule = next((r for m, r in first if m(node, node.path)), None)
+                first_seen = rule is not None
+            if rule is None:
+                rule = next((r for m, r in layer if m(node, node.path)), None)
+            rules.append(rule)
+        return rules
+
     def assigner(self) -> Callable:
-        """A fresh ``(module, path) -> Rule | None`` that remembers whether the first layer was seen."""
+        """A fresh ``(module, path) -> Rule | None`` for module interception (:mod:`jaxvx._intercept`, used by
+        excitation backprop's layer taps) that remembers whether the first layer was seen."""
         layer = [(layer_matcher(s, name="layer_map"), r) for s, r in self.layer_map]
         first = [(layer_matcher(s, name="first_map"), r) for s, r in self.first_map]
         state = {"first_seen": False}
@@ -106,12 +181,14 @@ def _max_pool_rule(max_pool: str, stabilizer: float) -> R.Rule:
 
 
 def layer_map_base(stabilizer: float = 1e-6, max_pool: str = "wta") -> tuple:
-    """The entries every built-in composite starts with: ReLU -> pass, average pools / temporal mean / sums ->
-    norm, max pooling -> winner-takes-all gradient (or ``proportional``), BatchNorm -> an error asking to fold."""
+    """The entries every built-in composite starts with: activations -> pass, sums (residual additions, average
+    pooling, means) -> norm, scaling by constants -> pass, max pooling -> winner-takes-all (or
+    ``proportional``); for module interception, an unfolded BatchNorm module -> an error asking to fold it."""
     return (
         (ACTIVATION, R.pass_()),
         (SUM, R.norm(stabilizer)),
         (AVG_POOL, R.norm(stabilizer)),
+        (SCALE, R.pass_()),
         (MAX_POOL, _max_pool_rule(max_pool, stabilizer)),
         (BATCH_NORM, R._error(_BN_MESSAGE)),
     )

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxvx import _intercept as I
+from jaxvx import _program as P
 
-__all__ = ["wta_backward", "wta_handler", "fast_max_pools"]
+__all__ = ["wta_backward", "wta_handler", "fast_max_pools", "fast_max_pool"]
 
 
 def _pads(padding, shape, window, strides):
@@ -81,3 +82,19 @@ def fast_max_pools(module, path):
 
     return wta_handler if isinstance(module, MaxPool) else None
 
+
+def fast_max_pool(call):
+    """A max-pooling node's output with the winner-takes-all backward of :func:`jaxvx.lrp._pool.wta_backward`
+    (the ordinary gradient, without XLA's slow ``select_and_scatter`` where windows do not overlap); None where
+    the pooling is not a channels-last ``[B, *spatial, C]`` window pooling."""
+    e = call._program.eqns[call.node.eqns[0]]
+    if e.prim.name != "reduce_window_max":
+        return None
+    wd, ws, pads = e.params["window_dimensions"], e.params["window_strides"], e.params["padding"]
+    if (wd[0], wd[-1], ws[0], ws[-1]) != (1, 1, 1, 1) or tuple(pads[0]) != (0, 0) or tuple(pads[-1]) != (0, 0) \
+            or any(d != 1 for d in e.params["base_dilation"] + e.params["window_dilation"]):
+        return None
+    window, strides, padding = tuple(wd[1:-1]), tuple(ws[1:-1]), tuple(tuple(p) for p in pads[1:-1])
+    out = call.forward()
+    return P.with_backward(lambda ins, o, ex, ct: (wta_backward(ins[0], ct, window, strides, padding),),
+                           call.inputs, out)

@@ -93,7 +93,7 @@ def contrastive_excitation_backprop(layer=None, *, features="cnn", classifier="c
         inside = feat_path + "/"
 
         def in_features(types):
-            return lambda m, p: p.startswith(inside) and isinstance(m, types)
+            return lambda m, p: p.startswith(inside) and isinstance(m, types.modules)
 
         cnn_map = (
             (in_features(lrp.ACTIVATION), R.pass_()),
@@ -109,7 +109,7 @@ def contrastive_excitation_backprop(layer=None, *, features="cnn", classifier="c
         if conv_layer is None:
             record = []
             jax.eval_shape(lambda v: I.run(forward, v, record=record), video)
-            convs = [r.path for r in record if r.path.startswith(inside) and isinstance(r.module, lrp.CONV)]
+            convs = [r.path for r in record if r.path.startswith(inside) and isinstance(r.module, lrp.CONV.modules)]
             if not convs:
                 raise ValueError(f"layer: no convolution inside features module {feat_path!r}; pass layer=...")
             conv_layer = convs[-1]

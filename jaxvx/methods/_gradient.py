@@ -9,10 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx import _intercept as I
-from jaxvx.lrp._pool import fast_max_pools
+from jaxvx import _program as P
+from jaxvx.lrp._pool import fast_max_pool
 from jaxvx.methods._common import check_batch_size, check_video, points_per_pass, resolve_target
-from jaxvx.models import ReLU
 
 __all__ = [
     "gradient",
@@ -29,13 +28,19 @@ IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle"
 
 
 def fast_forward(forward: Callable) -> Callable:
-    """``forward`` with the same outputs and gradients, max pooling's backward computed without XLA's slow
-    ``select_and_scatter`` (see :mod:`jaxvx.lrp._pool`)."""
+    """``forward`` with the same outputs and gradients, read as a traced program (:mod:`jaxvx._program`): its
+    convolutions computed by :func:`jaxvx.models.conv_general_dilated` (oneDNN on the CPU), max pooling's backward
+    without XLA's slow ``select_and_scatter`` where windows do not overlap (:mod:`jaxvx.lrp._pool`)."""
 
     def f(video):
-        return I.run(forward, video, rule_for=fast_max_pools)
+        program = P.trace(forward, video)
+        return P.evaluate(program, video, _fast_pools)
 
     return f
+
+
+def _fast_pools(call):
+    return fast_max_pool(call) if call.node.kind == "max_pool" else None
 
 
 def _target_grad(forward: Callable, video, target):
@@ -239,28 +244,21 @@ def smoothgrad(base: Callable | None = None, n: int = 20, noise: float = 0.1, ba
 def _relu_method(name: str, backward: Callable):
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
-        hooked = []
 
-        def rule_for(module, path):
-            if not isinstance(module, ReLU):
-                return fast_max_pools(module, path)
-            hooked.append(path)
-
-            def handle(next_fun, module, args, kwargs, info):
-                out = next_fun(*args, **kwargs)
-                (x,), _ = I.split_array_args(args)
-                return I.with_backward(lambda ins, o, e, ct: (backward(ins[0], ct),), (x,), out)
-
-            return handle
+        def handler(call):
+            if call.node.relu:
+                out = call.forward()
+                return P.with_backward(lambda ins, o, e, ct: (backward(ins[0], ct),), call.inputs, out)
+            return _fast_pools(call)
 
         def f(v):
-            return I.run(forward, v, rule_for=rule_for)
+            program = P.trace(forward, v)
+            if not any(n.relu for n in program.nodes):
+                raise ValueError(f"{name}: forward computes no ReLU (max(x, 0)) on the video path to modify; its "
+                                 "operations are:\n" + (P.describe(program) or "(none)"))
+            return P.evaluate(program, v, handler)
 
         logits, pullback = jax.vjp(f, video)
-        if not hooked:
-            raise ValueError(f"{name}: forward contains no jaxvx.models.ReLU module to modify (found "
-                             f"{[p for p, _ in I.modules(forward, video)] or 'no flax modules at all'}); "
-                             "build the model with ReLU Modules (jaxvx.models does)")
         target = resolve_target(logits, target)
         (g,) = pullback(jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype))
         return g
@@ -270,13 +268,13 @@ def _relu_method(name: str, backward: Callable):
 
 
 def guided_backprop():
-    """Guided backpropagation (Springenberg et al.): through every :class:`jaxvx.models.ReLU` module the gradient
+    """Guided backpropagation (Springenberg et al.): through every ReLU (``max(x, 0)``, module or function) the gradient
     is ``g_in = g_out * (x > 0) * (g_out > 0)`` (captum's and zennit's); elsewhere the ordinary gradient. Returns
     the modified gradient of the target logit (shape of ``video``)."""
     return _relu_method("guided_backprop", lambda x, g: jnp.where((x > 0) & (g > 0), g, 0))
 
 
 def deconvnet():
-    """DeconvNet (Zeiler & Fergus): through every :class:`jaxvx.models.ReLU` module ``g_in = max(g_out, 0)``
+    """DeconvNet (Zeiler & Fergus): through every ReLU (``max(x, 0)``, module or function) ``g_in = max(g_out, 0)``
     (the forward mask is ignored); elsewhere the ordinary gradient."""
     return _relu_method("deconvnet", lambda x, g: jnp.maximum(g, 0))

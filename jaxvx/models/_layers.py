@@ -9,6 +9,8 @@ All layers take channels-last arrays: ``[B, *spatial, C]`` (``[B, T, H, W, C]`` 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import os
@@ -59,6 +61,21 @@ CONV_ENV = "JAXVX_CONV"
 # (forward 50 against 73 ms, gradient 163 against 226 ms).
 _ONEDNN_MIN_FLOP = 50e6
 CONV_FORMS = ("onednn", "rewrite", "lax")
+
+
+_PLAIN = contextvars.ContextVar("jaxvx_plain_convolutions", default=False)
+
+
+@contextlib.contextmanager
+def plain_convolutions():
+    """Inside this block :func:`conv_general_dilated` is ``lax.conv_general_dilated`` itself, so that a traced
+    program shows each convolution as one ``conv_general_dilated`` equation (:mod:`jaxvx._program` reads programs
+    so, and evaluates the convolutions through :func:`conv_general_dilated` again)."""
+    token = _PLAIN.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN.reset(token)
 
 
 def _requested_form() -> str:
@@ -128,7 +145,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     nd = len(lhs.shape)
     layout = {5: _NDHWC, 4: _NHWC}.get(nd)
     plain = (
-        layout is not None
+        not _PLAIN.get()
+        and layout is not None
         and feature_group_count == 1
         and batch_group_count == 1
         and all(d == 1 for d in (lhs_dilation or (1,) * (nd - 2)))
