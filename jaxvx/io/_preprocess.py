@@ -41,6 +41,14 @@ _LI2021 = {
     "mean": KINETICS_MEAN,
     "std": KINETICS_STD,
 }
+_I3D = {
+    "size": (224, 224),
+    "resize": "short_side",
+    "short_side": 256,
+    "crop": "center",
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+}
 
 #: Named preprocessing recipes: name -> keyword arguments of :func:`preprocess`.
 #:
@@ -50,11 +58,14 @@ _LI2021 = {
 #: - ``"r2plus1d"`` (alias ``"kinetics"``): resize to 128x171, centre crop 112x112, Kinetics mean/std
 #:   (torchvision's video classification recipe).
 #: - ``"li2021"``: Li et al. (WACV 2021): resize directly to 112x112, Kinetics mean/std.
+#: - ``"i3d"``: DeepMind's Kinetics I3D: short side resized to 256 (aspect kept), centre crop 224x224, RGB scaled to
+#:   [-1, 1] (``x / 127.5 - 1``, as mean = std = 0.5).
 PRESETS = {
     "c3d": _C3D,
     "r2plus1d": _R2PLUS1D,
     "kinetics": dict(_R2PLUS1D),
     "li2021": _LI2021,
+    "i3d": _I3D,
 }
 
 RESIZE_MODES = ("short_side", "direct", "none")
@@ -164,8 +175,8 @@ def preprocess(
     mean, std : float or sequence of 3 floats
         Per-channel statistics in 0..1 pixel units (RGB order). Defaults 0 and 1 (output ``x / 255``).
     preset : str, optional
-        A key of :data:`PRESETS` (``"c3d"``, ``"r2plus1d"``, ``"kinetics"``, ``"li2021"``) supplying defaults for
-        all of the above; explicitly passed keywords override the preset's values.
+        A key of :data:`PRESETS` (``"c3d"``, ``"r2plus1d"``, ``"kinetics"``, ``"li2021"``, ``"i3d"``) supplying
+        defaults for all of the above; explicitly passed keywords override the preset's values.
 
     Returns
     -------

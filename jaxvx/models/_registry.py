@@ -7,6 +7,7 @@ import dataclasses
 import flax.linen as nn
 
 from jaxvx.models._c3d import C3D
+from jaxvx.models._i3d import I3D
 from jaxvx.models._lstm import CNNLSTM, LSTMClassifier
 from jaxvx.models._r2plus1d import R2Plus1D18
 
@@ -18,6 +19,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "r2plus1d18": R2Plus1D18,
     "cnnlstm": CNNLSTM,
     "lstm": LSTMClassifier,
+    "i3d": I3D,
 }
 
 _SKIP = ("parent", "name")
@@ -32,7 +34,7 @@ def create(name: str, num_classes: int, **overrides) -> nn.Module:
 
     Args:
         name: one of ``"c3d"`` (:class:`C3D`), ``"r2plus1d18"`` (:class:`R2Plus1D18`), ``"cnnlstm"``
-            (:class:`CNNLSTM`), ``"lstm"`` (:class:`LSTMClassifier`).
+            (:class:`CNNLSTM`), ``"lstm"`` (:class:`LSTMClassifier`), ``"i3d"`` (:class:`I3D`).
         num_classes: number of output logits.
         **overrides: other constructor arguments of that class (``width``, ``backbone``, ``cell``, ...).
 
