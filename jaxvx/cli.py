@@ -128,6 +128,7 @@ def _explain(args) -> int:
     print(f"{what}: predicted {n['predicted']['name']} (p={n['predicted']['probability']:.3f}); "
           f"{args.method} took {n['seconds']['explanation'] * 1e3:.1f} ms "
           f"({n['seconds']['ratio']:.1f}x the forward pass){conservation}")
+    print("  top 5: " + ", ".join(f"{c['name']} {c['probability']:.3g}" for c in n["top5"]))
     if "ground_truth" in n:
         for key, value in n["ground_truth"].items():
             if isinstance(value, dict):  # NaN: undefined, e.g. the motion precision of an empty selection

@@ -84,9 +84,11 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
     ``functools.partial(model.apply, variables)`` as its ``forward`` (inside the jitted function, with
     ``variables`` an argument of it: closed-over parameters become constants that XLA folds at length).
 
-    LRP methods and excitation backprop get the BatchNorm-folded model (:func:`jaxvx.lrp.canonize`); the z^B rule of ``deep_taylor`` and
-    ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1]. ``excitation_backprop`` maps
-    the winning probabilities of the last convolution's outputs (upsampled), ``contrastive_excitation_backprop``
+    LRP methods fold BatchNorm themselves (they read the traced program); excitation backprop gets the
+    BatchNorm-folded model (:func:`jaxvx.lrp.canonize`); the z^B rule of ``deep_taylor`` and
+    ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1]. Grad-CAM, guided Grad-CAM and
+    ``excitation_backprop`` take the model's ``cam_layer`` (the I3D's ``Mixed_5c``) or else its last convolution;
+    ``excitation_backprop`` maps the winning probabilities of that layer's outputs (upsampled), ``contrastive_excitation_backprop``
     (Bargal et al.'s cEB-R) needs a :class:`jaxvx.models.CNNLSTM` and ``saliency_tubes`` (Stergiou et al.) a
     :class:`jaxvx.models.R2Plus1D18` (global average pooling under one Dense head). The perturbation methods
     (their maps ``[B, T, H, W, 1]``): ``occlusion`` with windows of ``T/4 x H/7 x W/7`` (captum's semantics; 4 x 16 x
@@ -99,7 +101,7 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
 
     if name not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {name!r}")
-    if name in LRP_METHODS or name == "excitation_backprop":
+    if name == "excitation_backprop":
         model, variables = lrp.canonize(model, variables)
     forward = functools.partial(model.apply, variables)
     low, high = _pixel_bounds(card)
@@ -124,7 +126,7 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
         return _with_channel_axis(method), model, variables
     if name in ("gradcam", "guided_gradcam", "excitation_backprop"):
         shape = (1, *card["input_shape"])
-        layer = _last_conv(forward, jnp.zeros(shape, jnp.float32))
+        layer = getattr(type(model), "cam_layer", None) or _last_conv(forward, jnp.zeros(shape, jnp.float32))
         factory = {"gradcam": methods.gradcam, "guided_gradcam": methods.guided_gradcam,
                    "excitation_backprop": methods.excitation_backprop}[name]
         return factory(layer), model, variables

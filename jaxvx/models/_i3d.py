@@ -12,6 +12,7 @@ so the Kinetics-400 weights map one to one (:func:`jaxvx.convert.i3d_from_pickle
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -128,6 +129,8 @@ class I3D(nn.Module):
     """
 
     num_classes: int = 400
+    #: the layer Grad-CAM and the other layer-based methods take by default: the last inception block's output
+    cam_layer: ClassVar[str] = "Mixed_5c"
 
     def __post_init__(self):
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
