@@ -1,10 +1,12 @@
 """Layer-wise relevance propagation and deep Taylor decomposition as custom VJPs.
 
 Rules are data (:class:`Rule`: how to modify a layer's inputs and parameters, how to group and reduce, as in
-zennit's design) applied by one generic custom VJP around the layer's call, reached inside the user's ``forward``
-by ``flax.linen.intercept_methods``. The relevance travels as the cotangent: what reaches the input is the
-relevance. Composites (:class:`Composite`) say which rule each layer gets (first match wins, with a special rule
-for the first layer in forward order).
+zennit's design) applied by one generic custom VJP around each operation of the traced program of the user's
+``forward`` (:mod:`jaxvx._program`: any Flax linen or NNX model, or plain JAX function; BatchNorm and other
+per-channel affine maps after a convolution or dense layer are folded into it). The relevance travels as the
+cotangent: what reaches the input is the relevance. Composites (:class:`Composite`) say which rule each operation
+gets (first match wins, with a special rule for the first layer in forward order); an operation without a rule
+that does more than move values (softmax, attention, LayerNorm, ...) is refused by name.
 
 Rules (zennit's formulas and defaults; stabiliser ``z + eps * sign(z)``, sign(0) = +1):
 :func:`epsilon` (1e-6), :func:`zplus`, :func:`alpha_beta` (2, 1), :func:`gamma` (0.25), :func:`zbox` (low, high),
@@ -14,11 +16,10 @@ Rules (zennit's formulas and defaults; stabiliser ``z + eps * sign(z)``, sign(0)
 
 Composites: :func:`epsilon_plus`, :func:`epsilon_plus_flat`, :func:`epsilon_gamma_box`,
 :func:`epsilon_alpha2_beta1`, :func:`deep_taylor`, :func:`excitation`. Use them with
-``jaxvx.methods.lrp(composite)``. BatchNorm must be folded first (:func:`canonize`).
+``jaxvx.methods.lrp(composite)``.
 
 Example::
 
-    model, variables = jaxvx.lrp.canonize(model, variables)
     method = jaxvx.methods.lrp(jaxvx.lrp.deep_taylor(low=-1.0, high=1.0))
     relevance = method(functools.partial(model.apply, variables), video, target)
 """
@@ -31,8 +32,10 @@ from jaxvx.lrp._composites import (
     DENSE,
     LINEAR,
     MAX_POOL,
+    SCALE,
     SUM,
     Composite,
+    Kind,
     deep_taylor,
     epsilon_alpha2_beta1,
     epsilon_gamma_box,
@@ -88,6 +91,7 @@ __all__ = [
     "rule_backward",
     # composites
     "Composite",
+    "Kind",
     "epsilon_plus",
     "epsilon_plus_flat",
     "epsilon_gamma_box",
@@ -102,6 +106,7 @@ __all__ = [
     "ACTIVATION",
     "AVG_POOL",
     "SUM",
+    "SCALE",
     "MAX_POOL",
     "BATCH_NORM",
     # engine

@@ -16,8 +16,8 @@ def lrp(composite, *, seed: str = "logit"):
     ``seed="logit"`` (default: the target's logit, so a conserving composite's relevance sums to the logit),
     ``"one_hot"`` (1) or ``"softmax"`` (the target's softmax probability). ``target=None``: the predicted class.
 
-    The model must have its BatchNorm folded first (:func:`jaxvx.lrp.canonize`); ``forward`` must apply Flax
-    modules (``functools.partial(model.apply, variables)``). Example::
+    ``forward`` is any pure function of the video: a Flax linen apply, an NNX model merged inside a function, plain
+    JAX; BatchNorm after a layer is folded automatically (:mod:`jaxvx._program`). Example::
 
         method = jaxvx.methods.lrp(jaxvx.lrp.deep_taylor(low=-1.0, high=1.0))
         relevance = jax.jit(method, static_argnums=0)(forward, video, target)
