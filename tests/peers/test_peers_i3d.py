@@ -149,7 +149,7 @@ def test_input_gradient_matches_flax_float64(gradients):
     d, r = rel_err(got, want)
     print(f"\nI3D float64 input gradient of logit {gradients['top']}: max |diff| {d:.3e}, relative {r:.3e} "
           f"(max |grad| {np.abs(want).max():.3e})")
-    assert r < 1e-8, (d, r)
+    assert r < 1e-6, (d, r)
 
 
 def test_input_gradient_matches_flax_float32(gradients):
@@ -208,7 +208,9 @@ def test_zennit_merge_batchnorm(torch, flax_i3d):
 @pytest.mark.parametrize("name", ["epsilon_plus", "epsilon_alpha2_beta1"])
 def test_lrp_matches_zennit_in_float64(torch, flax_i3d, name):
     """jaxvx's composites on jaxvx's I3D (BatchNorm folded by the engine) against zennit's with its
-    SequentialMergeBatchNorm canonizer on the twin, both in float64: equal to 1e-8 relative. (In float32 the two
+    SequentialMergeBatchNorm canonizer on the twin, both in float64: equal to 1e-6 relative (measured 2.5e-7 for
+    epsilon_plus: the twin stores each running variance plus eps in float32, about 6e-8 of rounding per
+    BatchNorm, so float64 agreement stops near 1e-7). (In float32 the two
     differ by rounding that flips ReLU masks and max-pool winners, as the plain gradient does above; the twin's
     explicit TF-SAME pad modules would also change zennit's flat and z^B rules at the borders, so the composites
     with those first-layer rules are compared on the small model of test_peers_own_model.)"""
@@ -238,4 +240,4 @@ def test_lrp_matches_zennit_in_float64(torch, flax_i3d, name):
     assert got.dtype == np.float64 and np.abs(want).max() > 0
     d, r = rel_err(got, want)
     print(f"\nI3D {name} against zennit, float64: max |diff| {d:.3e}, relative {r:.3e}")
-    assert r < 1e-8, (d, r)
+    assert r < 1e-6, (d, r)
