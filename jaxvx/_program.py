@@ -47,6 +47,7 @@ rule attached there needs nothing from the user: no wrapping, renaming or foldin
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,7 @@ __all__ = [
     "Call",
     "trace",
     "evaluate",
+    "layer_vjp",
     "path_matcher",
     "describe",
     "with_backward",
@@ -121,12 +123,20 @@ class Node:
     inputs: tuple[int, ...]
     output: int
     shape: tuple[int, ...]
+    dtype: Any = None
     nonneg: bool = False
     relu: bool = False
     folded: tuple[str, ...] = ()
     eqns: tuple = field(default=(), repr=False)
     chain: tuple = field(default=(), repr=False)  # linear nodes: ((op, const ref, const on the left), ...)
     feature_axes: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The paths of every equation the node covers (a folded BatchNorm's among them)."""
+        return tuple(dict.fromkeys((self.path,) + tuple(e.path for e in self._eqns[1:])))
+
+    _eqns: tuple = field(default=(), repr=False)
 
     def describe(self) -> str:
         where = self.path or "<no name>"
@@ -150,6 +160,38 @@ class Program:
     def find(self, kind: str | Sequence[str]) -> list:
         kinds = (kind,) if isinstance(kind, str) else tuple(kind)
         return [n for n in self.nodes if n.kind in kinds]
+
+    def scopes(self) -> list[str]:
+        """Every named scope of the program (each path and each of its prefixes), in forward order."""
+        out: dict[str, None] = {}
+        for n in self.nodes:
+            for path in n.scopes:
+                parts = [q for q in path.split("/") if q]
+                for i in range(1, len(parts) + 1):
+                    out.setdefault("/".join(parts[:i]), None)
+        return list(out)
+
+    def layer(self, spec: str, *, name: str = "layer") -> Node:
+        """The node whose output is the output of the scope ``spec`` names: the last node (in forward order) with
+        an equation inside it. ``spec`` is a path pattern matched against whole scopes or their trailing parts
+        (``"Mixed_5c"``, ``"conv5b"``, ``"cnn/conv5_3"``, ``"layer4_*"``); it must name exactly one scope. A
+        BatchNorm folded into a convolution is inside that convolution's node, so a convolution's output is taken
+        after the BatchNorm that follows it."""
+        if not isinstance(spec, str) or not spec:
+            raise TypeError(f"{name}: expected a layer path such as 'conv5b' or 'Mixed_5c', got {spec!r}")
+        match = path_matcher(spec)
+        hits = [sc for sc in self.scopes() if match(sc)]
+        # a scope inside another match ("Mixed_5c/Branch_0" inside "Mixed_5c") is not a second layer
+        tops = [sc for sc in hits if not any(sc != h and sc.startswith(h + "/") for h in hits)]
+        if not tops:
+            listing = ", ".join(self.scopes()[:80]) or "(none: forward's operations carry no names)"
+            raise ValueError(f"{name}: no operation of forward lies in a scope matching {spec!r}; its scopes are: "
+                             f"{listing}")
+        if len(tops) > 1:
+            raise ValueError(f"{name}: {spec!r} matches {len(tops)} scopes ({', '.join(tops[:10])}); name one")
+        scope = tops[0]
+        inside = [n for n in self.nodes if any(p == scope or p.startswith(scope + "/") for p in n.scopes)]
+        return inside[-1]
 
 
 def _var_types():
@@ -240,7 +282,87 @@ def trace(forward: Callable, x) -> Program:
             e.path = rest
     program = Program(eqns, const_values, input_ids, output, [])
     _analyse(program)
+    _name_by_parameters(program, _parameter_paths(forward))
     return program
+
+
+def _parameter_paths(forward) -> dict[int, str]:
+    """``id(array) -> path`` of the arrays that ``forward`` closes over or is partially applied to (Flax variables,
+    an NNX ``State`` or ``Module``, a dict of parameters): ``"stem/kernel"``, ``"params"`` and ``"value"`` left out."""
+    paths: dict[int, str] = {}
+    seen: set[int] = set()
+
+    def key_name(k):
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    def collect(obj, depth):
+        if id(obj) in seen or depth > 4:
+            return
+        seen.add(id(obj))
+        if callable(obj) and not hasattr(obj, "shape"):
+            visit(obj, depth + 1)
+            return
+        try:
+            from flax import nnx
+
+            if isinstance(obj, nnx.Module):
+                obj = nnx.state(obj)
+        except Exception:  # noqa: BLE001 - no NNX, or not a module: take the object as it is
+            pass
+        try:
+            leaves = jax.tree_util.tree_leaves_with_path(obj)
+        except Exception:  # noqa: BLE001 - not a pytree
+            return
+        for path, leaf in leaves:
+            if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+                names = [key_name(k) for k in path]
+                names = [n for n in names if n != "value"]
+                if names and names[0] in ("params", "batch_stats"):
+                    names = names[1:]
+                paths.setdefault(id(leaf), "/".join(names))
+
+    def visit(fn, depth):
+        if depth > 4:
+            return
+        if isinstance(fn, functools.partial):
+            collect(fn.func, depth)
+            for a in tuple(fn.args) + tuple(fn.keywords.values()):
+                collect(a, depth)
+            return
+        wrapped = getattr(fn, "__wrapped__", None)
+        if wrapped is not None:
+            collect(wrapped, depth)
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                collect(cell.cell_contents, depth)
+            except ValueError:  # an empty cell
+                pass
+
+    visit(forward, 0)
+    return paths
+
+
+def _name_by_parameters(program: Program, paths: dict[int, str]):
+    """Give unnamed linear nodes the path of their kernel's owner (``"stem"`` for ``stem/kernel``)."""
+    if not paths:
+        return
+    for node in program.nodes:
+        if node.kind not in ("conv", "dense") or node.path:
+            continue
+        e = program.eqns[node.eqns[0]]
+        ref = next((r for r in e.ins if not (isinstance(r, int) and r in node.inputs)), None)
+        while isinstance(ref, int) and ref not in program.consts and ref in program.producer:
+            src = program.eqns[program.producer[ref]]
+            if src.prim.name not in ("convert_element_type", "transpose", "reshape", "copy", "copy_p"):
+                break
+            ref = src.ins[0]
+        if isinstance(ref, int) and ref in program.consts:
+            owner = paths.get(id(program.consts[ref]))
+            if owner:
+                node.path = owner.rsplit("/", 1)[0] if "/" in owner else owner
 
 
 def _root_recorder(roots: set):
@@ -290,13 +412,14 @@ def _analyse(program: Program):
             continue
         kind = _kind(e, act)
         node = Node(kind, e.path, e.prim.name, len(nodes), tuple(r for r, a in zip(e.ins, act) if a), e.outs[0],
-                    tuple(e.avals[0].shape), eqns=(k,))
+                    tuple(e.avals[0].shape), e.avals[0].dtype, eqns=(k,))
         if kind in ("conv", "dense"):
             _absorb_chain(node, e, eqns, producer, consumers, is_active, absorbed, program)
         elif e.prim.name in ("reduce_sum", "reduce_window_sum"):
             _absorb_scale(node, eqns, consumers, is_active, absorbed)
         node.nonneg = all(r in nonneg for r in node.inputs)
         node.relu = _is_relu(e, node)
+        node._eqns = tuple(eqns[j] for j in node.eqns)
         if _makes_nonneg(node, e, nonneg):
             nonneg.add(node.output)
         program.last_of[node.eqns[-1]] = node
@@ -616,30 +739,59 @@ def _reduced(k, shape_r):
     return k[index]
 
 
-def evaluate(program: Program, x, handler: Callable | None = None):
+def evaluate(program: Program, x, handler: Callable | None = None, *, taps: dict | None = None):
     """The program's output at ``x``; ``handler(call) -> output | None`` may replace any node's evaluation
-    (``None``: the ordinary one)."""
+    (``None``: the ordinary one). ``taps``: ``{node index: delta}``; each such node's output gets ``delta`` added
+    (zeros whose cotangent is the gradient there) and the result is ``(output, {node index: its output})``."""
     env = dict(program.consts)
     leaves = jax.tree.leaves(x)
     if len(leaves) != len(program.inputs):
         raise ValueError(f"evaluate: the program takes {len(program.inputs)} input arrays, got {len(leaves)}")
     env.update(zip(program.inputs, leaves))
+    captured: dict = {}
 
     def read(r):
         return jnp.asarray(r.value) if isinstance(r, _Lit) else env[r]
 
     for k, e in enumerate(program.eqns):
         node = program.last_of.get(k)
-        if node is not None:
+        if node is not None and len(e.outs) == 1:
             call = Call(node, tuple(env[i] for i in node.inputs), read, program)
             out = handler(call) if handler is not None else None
-            env[node.output] = call.forward() if out is None else out
+            out = call.forward() if out is None else out
+            if taps is not None and node.index in taps:
+                out = out + jnp.asarray(taps[node.index]).astype(out.dtype)
+                captured[node.index] = out
+            env[node.output] = out
             continue
-        if k in program.member:
+        if k in program.member and node is None:
             continue
         for o, v in zip(e.outs, _bind(e, [read(r) for r in e.ins])):
             env[o] = v
+    if taps is not None:
+        return read(program.output), captured
     return read(program.output)
+
+
+def layer_vjp(forward: Callable, x, layers: Sequence[str], *, handler: Callable | None = None,
+              name: str = "layer"):
+    """Logits, the outputs of ``layers`` (scopes, :meth:`Program.layer`) and a pull-back from logit cotangents to
+    those outputs, in one forward pass: ``(logits, activations, pullback)``.
+
+    ``handler``: ``program -> (call -> output | None)`` (rules attached to the backward pass: the cotangent is then
+    the relevance reaching each layer), or None for the ordinary gradient.
+    """
+    program = trace(forward, x)
+    nodes = [program.layer(spec, name=name) for spec in layers]
+    h = handler(program) if handler is not None else None
+
+    def f(deltas):
+        out, captured = evaluate(program, x, h, taps={n.index: d for n, d in zip(nodes, deltas)})
+        return out, [captured[n.index] for n in nodes]
+
+    zeros = [jnp.zeros(n.shape, n.dtype) for n in nodes]
+    logits, pull, acts = jax.vjp(f, zeros, has_aux=True)
+    return logits, acts, lambda ct: pull(ct)[0]
 
 
 def with_backward(backward: Callable, inputs: tuple, output, extras=()):

@@ -71,11 +71,13 @@ def _pixel_bounds(card: Mapping) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _last_conv(forward: Callable, x) -> str:
-    from jaxvx import _intercept
+    from jaxvx import _program
 
-    convs = [path for path, kind in _intercept.modules(forward, x) if kind.startswith("Conv")]
+    convs = [n.path for n in _program.trace(forward, x).find("conv")]
     if not convs:
         raise ValueError("the model has no convolution: CAM methods need one (choose another --method)")
+    if not convs[-1]:
+        raise ValueError("the model's last convolution has no path (name its parameters or give the layer)")
     return convs[-1]
 
 

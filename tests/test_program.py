@@ -293,3 +293,32 @@ def test_paths_and_kinds_select_rules(nets):
     first = lrp.epsilon_gamma_box(-1, 1).assign(program.nodes)
     assert [r.name for n, r in zip(program.nodes, first) if n.kind == "conv"] == ["zbox", "gamma(0.25)",
                                                                                   "gamma(0.25)", "gamma(0.25)"]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "guided_gradcam", "excitation_backprop"])
+def test_layer_methods_take_layers_by_path_in_any_model(nets, method):
+    """Grad-CAM, guided Grad-CAM and excitation backprop at the layer "res": a linen module path, an NNX attribute
+    path and a plain function's parameter path (the names come from the parameters forward holds)."""
+    forwards, x = nets
+    m = getattr(methods, method)("res")
+    want = np.asarray(m(forwards["linen"], x, jnp.asarray([1, 2])))
+    assert np.isfinite(want).all() and np.abs(want).max() > 0
+    for kind in ("nnx", "plain"):
+        got = np.asarray(m(forwards[kind], x, jnp.asarray([1, 2])))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max(), err_msg=kind)
+
+
+def test_layer_outputs_are_scope_outputs(nets):
+    """A scope's output is its last operation's: a BatchNorm module folded into its convolution is found there, an
+    inner scope of a match is not a second match, and an ambiguous pattern is an error naming the scopes."""
+    forwards, x = nets
+    program = P.trace(forwards["linen"], x)
+    assert program.layer("stem_bn") is program.nodes[0] and program.layer("stem") is program.nodes[0]
+    assert program.layer("branch_b").path == "branch_b"
+    with pytest.raises(ValueError, match=r"'branch_\*' matches 2 scopes \(branch_a, branch_b\)"):
+        program.layer("branch_*")
+    with pytest.raises(ValueError, match=r"no operation of forward lies in a scope matching 'conv9'.*stem, stem_bn"):
+        program.layer("conv9")
+    logits, acts, pull = P.layer_vjp(forwards["linen"], x, ["branch_b"])
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(forwards["linen"](x)), rtol=1e-5, atol=1e-6)
+    assert acts[0].shape == (2, 4, 4, 4, 5) and float(acts[0].min()) != 0.0  # before the ReLU

@@ -21,7 +21,7 @@ from jaxvx.lrp import _rules as R
 from jaxvx.lrp._composites import Composite
 from jaxvx.lrp._pool import fast_max_pool, wta_handler
 
-__all__ = ["attach", "rule_for", "rule_handler", "seed", "relevance", "SEEDS", "canonize"]
+__all__ = ["attach", "handler_for", "rule_for", "rule_handler", "seed", "relevance", "SEEDS", "canonize"]
 
 SEEDS = ("logit", "one_hot", "softmax")
 
@@ -192,25 +192,32 @@ def attach(forward: Callable, composite: Composite, *, require: bool = True) -> 
 
     def f(video):
         program = P.trace(forward, video)
-        rules = composite.assign(program.nodes)
-        handlers = {}
-        for node, rule in zip(program.nodes, rules):
-            if rule is None:
-                if node.kind == "other":
-                    raise _unruled(composite, node)
-                continue
-            handlers[node.index] = _node_handler(rule, composite)
-        if require and not any(r is not None and r.kind != "gradient" for r in rules):
-            raise ValueError(f"composite {composite.name}: none of its rules applies to an operation of forward on "
-                             "the video path; its operations are:\n" + (P.describe(program) or "(none)"))
-
-        def handler(call):
-            h = handlers.get(call.node.index)
-            return None if h is None else h(call)
-
-        return P.evaluate(program, video, handler)
+        return P.evaluate(program, video, handler_for(composite, program, require=require))
 
     return f
+
+
+def handler_for(composite: Composite, program, *, require: bool = True) -> Callable:
+    """``call -> output | None`` for :func:`jaxvx._program.evaluate`: ``composite``'s rule for each node of
+    ``program``. Raises for a node that is not mere structure and has no rule, and (``require``) when no node has
+    a rule other than the gradient."""
+    rules = composite.assign(program.nodes)
+    handlers = {}
+    for node, rule in zip(program.nodes, rules):
+        if rule is None:
+            if node.kind == "other":
+                raise _unruled(composite, node)
+            continue
+        handlers[node.index] = _node_handler(rule, composite)
+    if require and not any(r is not None and r.kind != "gradient" for r in rules):
+        raise ValueError(f"composite {composite.name}: none of its rules applies to an operation of forward on "
+                         "the video path; its operations are:\n" + (P.describe(program) or "(none)"))
+
+    def handler(call):
+        h = handlers.get(call.node.index)
+        return None if h is None else h(call)
+
+    return handler
 
 
 def seed(logits, target, kind: str = "logit"):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxvx import _intercept as I
 from jaxvx import _program as P
 
-__all__ = ["wta_backward", "wta_handler", "fast_max_pools", "fast_max_pool"]
+__all__ = ["wta_backward", "wta_handler", "fast_max_pools", "fast_max_pool", "fast_pools"]
 
 
 def _pads(padding, shape, window, strides):
@@ -98,3 +98,8 @@ def fast_max_pool(call):
     out = call.forward()
     return P.with_backward(lambda ins, o, ex, ct: (wta_backward(ins[0], ct, window, strides, padding),),
                            call.inputs, out)
+
+
+def fast_pools(call):
+    """A :func:`jaxvx._program.evaluate` handler: :func:`fast_max_pool` for every max pooling, else ordinary."""
+    return fast_max_pool(call) if call.node.kind == "max_pool" else None

@@ -1,9 +1,10 @@
 """Class activation maps: Grad-CAM (global or per-frame weights), guided Grad-CAM, saliency tubes.
 
-Layer activations and gradients are reached inside ``forward`` by interception (:mod:`jaxvx._intercept`); the
-layer is named by its module path (``layer="conv5b"``), a Module class or a predicate. A 3D layer's output is
-``[B, T', H', W', K]``; a per-frame 2D layer inside a CNN-LSTM sees ``[B*T, H', W', K]`` and is read as
-``[B, T, H', W', K]``.
+Layer activations and gradients are reached in the traced program of ``forward`` (:mod:`jaxvx._program`), so
+any Flax linen or NNX model or plain function works; the layer is named by its path (``layer="conv5b"``,
+``"Mixed_5c"``, an NNX attribute path such as ``"blocks/3/conv"``; see :meth:`jaxvx._program.Program.layer`): its
+output is that of the last operation inside it. A 3D layer's output is ``[B, T', H', W', K]``; a per-frame 2D
+layer inside a CNN-LSTM sees ``[B*T, H', W', K]`` and is read as ``[B, T, H', W', K]``.
 
 Maps are upsampled to the clip's ``(T, H, W)`` by separable interpolation matrices: ``"linear"`` (trilinear,
 PyTorch's ``F.interpolate(..., align_corners=False)``), ``"nearest"`` (PyTorch's ``nearest``: source index
@@ -19,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx import _intercept as I
-from jaxvx.lrp._pool import fast_max_pools
+from jaxvx import _program as P
+from jaxvx.lrp._pool import fast_pools
 from jaxvx.methods._common import check_video, resolve_target
 from jaxvx.methods._gradient import guided_backprop
 
@@ -92,13 +93,19 @@ def clip_maps(a, video_shape, *, name: str = "layer"):
                      f"[B*T, H', W', K], got shape {tuple(a.shape)}")
 
 
+def _check_layer(layer, name: str = "layer"):
+    if not isinstance(layer, str) or not layer:
+        raise TypeError(f"{name}: expected a layer path such as 'conv5b' or 'Mixed_5c', got {layer!r}")
+    return layer
+
+
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
 
 
 def _cam(forward, video, target, layer, pooling, relu):
-    logits, acts, pullback = I.layer_vjp(forward, video, [layer], rule_for=lambda: fast_max_pools)
+    logits, acts, pullback = P.layer_vjp(forward, video, [layer], handler=lambda program: fast_pools)
     target = resolve_target(logits, target)
     (grad,) = pullback(jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype))
     a = clip_maps(acts[0], video.shape)
@@ -125,7 +132,7 @@ def gradcam(layer, *, pooling: str = "global", relu: bool = True, interpolation:
     """
     _check_choice("pooling", pooling, ("global", "per_frame"))
     _check_choice("interpolation", interpolation, INTERPOLATIONS)
-    I.layer_matcher(layer)
+    _check_layer(layer)
 
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
@@ -142,7 +149,7 @@ def guided_gradcam(layer, *, pooling: str = "global", interpolation: str = "near
     ``layer`` upsampled to the clip (nearest by default, as captum), shape of ``video``."""
     _check_choice("pooling", pooling, ("global", "per_frame"))
     _check_choice("interpolation", interpolation, INTERPOLATIONS)
-    I.layer_matcher(layer)
+    _check_layer(layer)
     gb = guided_backprop()
 
     def method(forward, video, target=None, *, key=None):
@@ -164,33 +171,30 @@ def saliency_tubes(layer, head, *, interpolation: str = "spline", normalize: boo
     E.g. ``saliency_tubes("layer4_1", "fc")`` for :class:`jaxvx.models.R2Plus1D18`.
     """
     _check_choice("interpolation", interpolation, INTERPOLATIONS)
-    I.layer_matcher(layer)
-    head_match = I.layer_matcher(head, name="head")
+    _check_layer(layer)
+    _check_layer(head, "head")
 
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
-        tap = I.Tap(I.layer_matcher(layer), "layer")
+        program = P.trace(forward, video)
+        node = program.layer(layer)
+        head_node = program.layer(head, name="head")
+        if head_node.kind != "dense":
+            raise ValueError(f"head: {head!r} ends in {head_node.describe()}, not a dense layer")
         kernels = []
 
-        def rule_for(module, path):
-            if head_match(module, path):
-                params = dict(module.variables).get("params", {})
-                if "kernel" not in params:
-                    raise ValueError(f"head: module {path!r} ({type(module).__name__}) has no 'kernel' parameter")
-                kernels.append(params["kernel"])
+        def handler(call):
+            if call.node.index == head_node.index:
+                kernels.append(call.layer()[1]["params"]["kernel"])  # [K, classes]
             return None
 
-        logits = I.run(forward, video, rule_for=rule_for, taps=[tap])
-        if tap.hit is None:
-            raise I._not_found(forward, video, repr(layer), "layer")
-        if not kernels:
-            raise I._not_found(forward, video, repr(head), "head")
+        logits, captured = P.evaluate(program, video, handler, taps={node.index: 0.0})
         target = resolve_target(logits, target)
-        a = clip_maps(tap.hit, video.shape)
+        a = clip_maps(captured[node.index], video.shape)
         kernel = kernels[0]
         if kernel.ndim != 2 or kernel.shape[0] != a.shape[-1]:
             raise ValueError(f"head: kernel of shape {tuple(kernel.shape)} does not read the {a.shape[-1]} channels "
-                             f"of layer {tap.path!r}; saliency tubes need a head on globally pooled channels")
+                             f"of layer {layer!r}; saliency tubes need a head on globally pooled channels")
         w = jnp.take(kernel, target, axis=1).T  # [B, K]
         cam = jnp.einsum("bthwk,bk->bthw", a, w.astype(a.dtype))
         cam = upsample(cam, video.shape[1:4], interpolation)

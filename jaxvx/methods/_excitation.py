@@ -6,8 +6,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxvx import _intercept as I
+from jaxvx import _program as P
 from jaxvx import lrp
 from jaxvx.lrp import _rules as R
+from jaxvx.lrp._engine import handler_for
 from jaxvx.lrp._engine import rule_for as _rule_for
 from jaxvx.methods._cam import INTERPOLATIONS, clip_maps, upsample
 from jaxvx.methods._common import check_video, resolve_target
@@ -32,20 +34,22 @@ def excitation_backprop(layer=None, *, stabilizer: float = 1e-6, interpolation: 
     sums, pass on ReLUs, winner-takes-all max pooling), from a one-hot top signal at the target.
 
     ``layer=None``: the winning probabilities of the input elements (shape of ``video``; signed inputs are split
-    as the z+ rule does). ``layer="conv5b"`` (or any spec): those of that layer's outputs, summed over channels,
+    as the z+ rule does). ``layer="conv5b"`` (a layer path, :meth:`jaxvx._program.Program.layer`; any model):
+    those of that layer's outputs, summed over channels,
     upsampled to ``(T, H, W)`` (trilinear by default) and repeated over channels (the usual EB saliency map).
     """
     _check_interp(interpolation)
     composite = lrp.excitation(stabilizer, max_pool=max_pool)
-    if layer is not None:
-        I.layer_matcher(layer)
+    if layer is not None and (not isinstance(layer, str) or not layer):
+        raise TypeError(f"layer: expected a layer path such as 'conv5b' or 'Mixed_5c', or None, got {layer!r}")
 
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         if layer is None:
             rel, _, _ = lrp.relevance(forward, video, target, composite, seed_kind="one_hot")
             return rel
-        logits, _, pullback = I.layer_vjp(forward, video, [layer], rule_for=lambda: _rule_for(composite))
+        logits, _, pullback = P.layer_vjp(forward, video, [layer],
+                                          handler=lambda program: handler_for(composite, program))
         target = resolve_target(logits, target)
         (rel,) = pullback(jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype))
         m = upsample(_map_to_clip(rel, video, "layer"), video.shape[1:4], interpolation)

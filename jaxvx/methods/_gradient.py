@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvx import _program as P
-from jaxvx.lrp._pool import fast_max_pool
+from jaxvx.lrp._pool import fast_pools
 from jaxvx.methods._common import check_batch_size, check_video, points_per_pass, resolve_target
 
 __all__ = [
@@ -34,13 +34,9 @@ def fast_forward(forward: Callable) -> Callable:
 
     def f(video):
         program = P.trace(forward, video)
-        return P.evaluate(program, video, _fast_pools)
+        return P.evaluate(program, video, fast_pools)
 
     return f
-
-
-def _fast_pools(call):
-    return fast_max_pool(call) if call.node.kind == "max_pool" else None
 
 
 def _target_grad(forward: Callable, video, target):
@@ -249,7 +245,7 @@ def _relu_method(name: str, backward: Callable):
             if call.node.relu:
                 out = call.forward()
                 return P.with_backward(lambda ins, o, e, ct: (backward(ins[0], ct),), call.inputs, out)
-            return _fast_pools(call)
+            return fast_pools(call)
 
         def f(v):
             program = P.trace(forward, v)
