@@ -86,8 +86,8 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
     ``functools.partial(model.apply, variables)`` as its ``forward`` (inside the jitted function, with
     ``variables`` an argument of it: closed-over parameters become constants that XLA folds at length).
 
-    LRP methods fold BatchNorm themselves (they read the traced program); excitation backprop gets the
-    BatchNorm-folded model (:func:`jaxvx.lrp.canonize`); the z^B rule of ``deep_taylor`` and
+    LRP methods and excitation backprop fold BatchNorm themselves (they read the traced program); the z^B rule of
+    ``deep_taylor`` and
     ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1]. Grad-CAM, guided Grad-CAM and
     ``excitation_backprop`` take the model's ``cam_layer`` (the I3D's ``Mixed_5c``) or else its last convolution;
     ``excitation_backprop`` maps the winning probabilities of that layer's outputs (upsampled), ``contrastive_excitation_backprop``
@@ -103,8 +103,6 @@ def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, 
 
     if name not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {name!r}")
-    if name == "excitation_backprop":
-        model, variables = lrp.canonize(model, variables)
     forward = functools.partial(model.apply, variables)
     low, high = _pixel_bounds(card)
     if name in LRP_METHODS:

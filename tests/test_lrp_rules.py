@@ -321,11 +321,18 @@ def test_wta_backward_ties_and_overlap():
     g = np.ones((1, 1, 2, 2, 1))
     got = np.asarray(wta_backward(jnp.asarray(x), jnp.asarray(g), (2, 2, 2), (2, 2, 2), "VALID"))
     assert got.sum() == 4 and got[0, 0, 0, 0, 0] == 1 and got[0, 0, 0, 2, 0] == 1
-    x = RNG.normal(size=(2, 5, 5, 2))
-    g = RNG.normal(size=(2, 2, 2, 2))  # overlapping 3x3 windows, stride 2: the ordinary gradient
-    got = np.asarray(wta_backward(jnp.asarray(x), jnp.asarray(g), (3, 3), (2, 2), "VALID"))
-    _, pull = jax.vjp(lambda v: nn.max_pool(v, (3, 3), (2, 2), "VALID"), jnp.asarray(x))
-    np.testing.assert_array_equal(got, np.asarray(pull(jnp.asarray(g))[0]))
+    # overlapping windows (the I3D's pools among them), padding, ties at zero after a ReLU: the ordinary gradient,
+    # exactly (integer cotangents, so that the order of the sums cannot matter)
+    for shape, window, strides, padding in [((2, 5, 5, 2), (3, 3), (2, 2), "VALID"),
+                                            ((2, 5, 7, 6, 3), (3, 3, 3), (1, 1, 1), "SAME"),
+                                            ((1, 4, 9, 8, 2), (1, 3, 3), (1, 2, 2), "SAME"),
+                                            ((1, 5, 6, 7, 2), (3, 3, 3), (2, 2, 2), "SAME"),
+                                            ((1, 4, 5, 6, 2), (2, 3, 3), (1, 2, 1), ((0, 1), (1, 1), (0, 0)))]:
+        x = np.maximum(RNG.normal(size=shape), 0).astype(np.float32)
+        y, pull = jax.vjp(lambda v: nn.max_pool(v, window, strides, padding), jnp.asarray(x))
+        g = RNG.integers(-4, 5, size=y.shape).astype(np.float32)
+        got = np.asarray(wta_backward(jnp.asarray(x), jnp.asarray(g), window, strides, padding))
+        np.testing.assert_array_equal(got, np.asarray(pull(jnp.asarray(g))[0]), err_msg=str((window, strides)))
 
 
 def test_pass_rule_crosses_relu_unchanged():
