@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import _torch_device as torch_device
 from _timing import alternating_best, format_mib, program_mib
 import jaxvx
 from jaxvx import lrp
@@ -61,7 +62,7 @@ def peer_methods(torch, model):
             with make().context(model) as modified:
                 out = modified(x)
                 seed = torch.zeros_like(out)
-                idx = torch.arange(len(t))
+                idx = torch.arange(len(t), device=t.device)
                 seed[idx, t] = out[idx, t].detach()
                 (rel,) = torch.autograd.grad(out, x, grad_outputs=seed)
             return rel
@@ -91,6 +92,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--json")
+    torch_device.add_argument(p)
     args = p.parse_args(argv)
     names = args.methods or list(jax_methods())
     model, variables, card = jaxvx.checkpoints.load("i3d-kinetics400")
@@ -104,11 +106,12 @@ def main(argv=None):
             sys.path.insert(0, os.path.join(here, "..", "..", "tests", sub))
         from _i3d_torch import i3d_twin
 
-        tmodel = i3d_twin(torch, jax.tree.map(np.asarray, variables), eps_in_var=True)
+        device = torch_device.resolve(torch, args.torch_device)
+        tmodel = i3d_twin(torch, jax.tree.map(np.asarray, variables), eps_in_var=True).to(device)
         peers = peer_methods(torch, tmodel)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"jax {jax.__version__} ({jax.default_backend()}), convolutions: {jaxvx.models.conv_form()}"
-          + (f", torch {torch.__version__}" if torch is not None else ""))
+          + (f", torch {torch.__version__} on {device}" if torch is not None else ""))
     rows = []
     for batch in args.batches:
         rng = np.random.default_rng(0)
@@ -121,14 +124,14 @@ def main(argv=None):
         calls = {"jaxvx": lambda: jax.block_until_ready(fwd(variables, xj)),
                  "program": lambda: jax.block_until_ready(fwd_program(variables, xj))}
         if torch is not None:
-            xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3)))
-            tt = torch.as_tensor(target)
+            xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))).to(device)
+            tt = torch.as_tensor(target).to(device)
 
             def torch_forward():
                 with torch.no_grad():
                     return tmodel(xt)
 
-            calls["peer"] = torch_forward
+            calls["peer"] = torch_device.timed(torch, device, torch_forward)
         best = alternating_best(calls, args.repeats)
         t_fwd, t_prog, t_pfwd = best["jaxvx"], best["program"], best.get("peer")
         mib_fwd = program_mib(fwd, variables, xj)
@@ -144,7 +147,7 @@ def main(argv=None):
             calls = {"jaxvx": lambda: jax.block_until_ready(f(variables, xj, tj))}
             if torch is not None and name in peers:
                 label, pf = peers[name]
-                calls["peer"] = lambda: pf(xt, tt)
+                calls["peer"] = torch_device.timed(torch, device, lambda: pf(xt, tt))
             best = alternating_best(calls, args.repeats)
             row = {"batch": batch, "method": name, "jaxvx_s": best["jaxvx"], "forward_s": t_fwd, "program_s": t_prog,
                    "jaxvx_mib": program_mib(f, variables, xj, tj), "forward_mib": mib_fwd}

@@ -10,7 +10,8 @@
 #                  with the PyTorch twin on the same GPU (targets: gradient <= 3.5x forward, deep Taylor <= 4.5x,
 #                  every method faster than its peer); then the full C3D with JAXVX_CONV=rewrite (the
 #                  CPU's fallback convolution form) against the native 3D convolutions used on GPUs, and bench_convs.py
-#                  (C3D's convolutions one by one against PyTorch's)
+#                  (C3D's convolutions one by one against PyTorch's); then bench_i3d.py, the Kinetics-400 I3D at
+#                  16 x 224 x 224, batch 1 and 8, against zennit / captum on its PyTorch twin (same GPU)
 #   perturbation:  bench_tsr.py with the paper's 10 x 10 blocks (2047 base calls, jaxvx timed on all of them,
 #                  the loops on 256 and scaled; target: >= 20x faster than loop (a), seconds per video), then
 #                  bench_extremal.py, EP-3D and STEP on the full R(2+1)D-18 at 16 x 112 x 112, 4 areas, all 1000
@@ -77,6 +78,10 @@ if [[ "$stage" == backprop || "$stage" == all ]]; then
   left=$((budget - (SECONDS - t0)))
   if (( left > 20 )); then  # C3D's convolutions one by one: XLA's against cuDNN's through PyTorch
     run_stage convs "$left" python3 "$here/bench_convs.py" --width 1 --batch 8 --repeats 5 --json "$out/convs.json"
+  fi
+  left=$((budget - (SECONDS - t0)))
+  if (( left > 30 )); then  # the real model: needs the i3d extra (its weights are converted on first use)
+    run_stage i3d "$left" python3 "$here/bench_i3d.py" --batches 1 8 --repeats 3 --json "$out/i3d.json"
   fi
 fi
 exit $status
