@@ -241,3 +241,30 @@ def test_lrp_matches_zennit_in_float64(torch, flax_i3d, name):
     d, r = rel_err(got, want)
     print(f"\nI3D {name} against zennit, float64: max |diff| {d:.3e}, relative {r:.3e}")
     assert r < 1e-6, (d, r)
+
+
+def test_gradient_and_guided_backprop_match_captum_in_float64(torch, flax_i3d):
+    """captum's Saliency and GuidedBackprop on the twin against jaxvx's gradient and guided backprop on jaxvx's
+    I3D, both in float64 (in float32 rounding flips ReLU masks and max-pool winners: see the gradient test above)."""
+    from captum.attr import GuidedBackprop, Saliency
+
+    from jaxvx import methods
+    from jaxvx.models import I3D
+
+    variables, _, x, logits, _ = flax_i3d
+    target = int(np.argmax(logits))
+    model = i3d_twin(torch, variables).double()
+    xt = to_torch_layout(torch, x).double()
+    cases = [(Saliency(model).attribute(xt.clone().requires_grad_(True), target=target, abs=False),
+              methods.gradient()),
+             (GuidedBackprop(model).attribute(xt.clone().requires_grad_(True), target=target),
+              methods.guided_backprop())]
+    with jax.enable_x64(True):
+        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        forward = lambda v: I3D().apply(v64, v)  # noqa: E731
+        for want, method in cases:
+            got = np.asarray(jax.jit(method, static_argnums=0)(forward, jnp.asarray(x, jnp.float64),
+                                                               jnp.asarray([target])))
+            d, r = rel_err(got, to_flax_layout(want))
+            print(f"\nI3D {method.__name__} against captum, float64: max |diff| {d:.3e}, relative {r:.3e}")
+            assert r < 1e-6, (method.__name__, d, r)
