@@ -139,6 +139,24 @@ def _explain(args) -> int:
     return 0
 
 
+def _folder_source(where: str, card):
+    """A folder data set labelled in the checkpoint's classes when its class folders name them all (a folder of
+    Kinetics clips for the I3D); otherwise labelled by its own sorted folders, as :func:`jaxvx.data.folder` does,
+    with a note on stderr when the checkpoint has class names (its accuracy is then against the folder order)."""
+    from jaxvx import data
+
+    names = card.get("class_names")
+    if names:
+        try:
+            return data.folder(where, class_names=names)
+        except ValueError as err:
+            if "match none" not in str(err):
+                raise
+            print(f"jaxvx run: {err}; the folder's own classes label the clips, so the accuracy compares the "
+                  "model's class indices with the folder's order", file=sys.stderr)
+    return data.folder(where)
+
+
 _RUN_KEYS = ("checkpoint", "method", "data", "split", "num_clips", "num_frames", "title_frames", "action_frames",
              "batch_size", "selective", "out", "limit", "step", "offset", "pad", "metrics", "save_maps", "resume")
 
@@ -189,7 +207,7 @@ def _run(args) -> int:
         config = {**_card_synthetic_config(card), **rendering}
         source = data.synthetic(settings["split"], num_clips=settings["num_clips"], **config)
     elif kind == "folder":
-        source = data.folder(where)
+        source = _folder_source(where, card)
     elif kind == "tfds":
         source = data.tfds(where, settings["split"])
     else:

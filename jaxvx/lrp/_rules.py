@@ -145,8 +145,12 @@ class Rule:
     layer: str | None = None  # None: the module itself; "window_sum": a max pool read as a sum pool
     consts: tuple[tuple[str, object], ...] = field(default=(), compare=False)
     message: str = ""
+    #: the constants' values, hashable: rules with other bounds are other rules (also as static jit arguments)
+    const_key: tuple = field(default=(), init=False)
 
     def __post_init__(self):
+        key = tuple((name, np.shape(v), np.asarray(v, np.float64).tobytes()) for name, v in self.consts)
+        object.__setattr__(self, "const_key", key)
         if self.kind not in ("basic", "pass", "gradient", "wta", "error"):
             raise ValueError(f"kind: expected 'basic', 'pass', 'gradient', 'wta' or 'error', got {self.kind!r}")
         if self.kind == "basic":
@@ -275,7 +279,7 @@ def _bounds_mod(lo: np.ndarray, hi: np.ndarray) -> ParamMod:
                              f"and 'bias' (flax.linen.Conv / Dense), got a parameter {name!r}")
         return scaled(lo, w) * jnp.maximum(w, 0) + scaled(hi, w) * jnp.minimum(w, 0)
 
-    return ParamMod("bounds", fn)
+    return ParamMod(f"bounds({lo.tolist()}, {hi.tolist()})", fn)
 
 
 def flat(stabilizer: float = 1e-6) -> Rule:
