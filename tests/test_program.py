@@ -322,3 +322,10 @@ def test_layer_outputs_are_scope_outputs(nets):
     logits, acts, pull = P.layer_vjp(forwards["linen"], x, ["branch_b"])
     np.testing.assert_allclose(np.asarray(logits), np.asarray(forwards["linen"](x)), rtol=1e-5, atol=1e-6)
     assert acts[0].shape == (2, 4, 4, 4, 5) and float(acts[0].min()) != 0.0  # before the ReLU
+
+
+def test_public_module():
+    import jaxvx
+
+    assert jaxvx.program.trace is P.trace and jaxvx.program.describe is P.describe
+    assert set(jaxvx.program.__all__) <= set(dir(jaxvx.program)) and "program" in dir(jaxvx)
