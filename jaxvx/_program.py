@@ -276,10 +276,8 @@ def trace(forward: Callable, x) -> Program:
     input_ids = tuple(range(1, n_in + 1))
     counter = [n_in]
     (output,) = _flatten(closed.jaxpr, closed.consts, input_ids, "", eqns, const_values, counter)
-    for e in eqns:  # linen's name stack starts with the root module's class name: paths are module paths
-        head, _, rest = e.path.partition("/")
-        if head in roots:
-            e.path = rest
+    for e in eqns:  # linen's name stack holds the root's class name and "Module.method" calls: paths are module paths
+        e.path = _module_path(e.path, roots)
     program = Program(eqns, const_values, input_ids, output, [])
     _analyse(program)
     _name_by_parameters(program, _parameter_paths(forward))
@@ -363,6 +361,21 @@ def _name_by_parameters(program: Program, paths: dict[int, str]):
             owner = paths.get(id(program.consts[ref]))
             if owner:
                 node.path = owner.rsplit("/", 1)[0] if "/" in owner else owner
+
+
+def _module_path(stack: str, roots: set) -> str:
+    """A linen name stack as a module path: ``"CNNLSTM.step_logits/CNNLSTM.frame_features/cnn/conv1"`` ->
+    ``"cnn/conv1"`` (a method call ``"name.method"`` is the module ``name``; the root module is left out)."""
+    if not roots:
+        return stack
+    parts = []
+    for part in stack.split("/"):
+        name = part.split(".", 1)[0] if "." in part else part
+        if name in roots and not parts:
+            continue
+        if not parts or parts[-1] != name or "." not in part:
+            parts.append(name)
+    return "/".join(parts)
 
 
 def _root_recorder(roots: set):

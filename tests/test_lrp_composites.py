@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from _nets import init
-from jaxvx import _intercept as I
-from jaxvx import lrp, methods
+from jaxvx import lrp, methods, program
 from jaxvx.models import C3D, Flatten, R2Plus1D18, ReLU, fold_batchnorm
 
 SHAPE = (16, 16, 16, 3)  # the smallest clip C3D accepts
@@ -49,23 +48,20 @@ def _jitted(model, key):
 
 def test_assignment_follows_first_match_and_first_layer(c3d):
     model, variables = c3d
-    record = []
-    jax.eval_shape(lambda v: I.run(functools.partial(model.apply, variables), v, record=record), jnp.zeros((1,) + SHAPE))
+    nodes = program.trace(functools.partial(model.apply, variables), jnp.zeros((1,) + SHAPE)).nodes
     for comp, first, conv, dense in [
         (lrp.epsilon_plus_flat(), "flat", "zplus", "epsilon(1e-06)"),
         (lrp.epsilon_gamma_box(-1, 1), "zbox", "gamma(0.25)", "epsilon(1e-06)"),
         (lrp.deep_taylor(-1, 1), "zbox", "zplus", "zplus"),
         (lrp.epsilon_alpha2_beta1(), "alpha_beta(2, 1)", "alpha_beta(2, 1)", "epsilon(1e-06)"),
     ]:
-        assign = comp.assigner()
-        rules = {r.path: getattr(assign(r.module, r.path), "name", None) for r in record}
+        rules = {n.path: getattr(r, "name", None) for n, r in zip(nodes, comp.assign(nodes))}
         assert rules["conv1"] == first, comp.name
         assert {rules[p] for p in ("conv2", "conv3a", "conv5b")} == {conv}, comp.name
         assert {rules[p] for p in ("fc7", "fc8")} == {dense}, comp.name
         assert rules["relu1"] == "pass" and rules["pool1"] == "wta" and rules["flatten"] is None
-        assert rules[""] is None  # the model itself
-    assign = lrp.deep_taylor(-1, 1, max_pool="proportional").assigner()
-    assert {assign(r.module, r.path).name for r in record if r.path.startswith("pool")} == {"proportional"}
+    rules = lrp.deep_taylor(-1, 1, max_pool="proportional").assign(nodes)
+    assert {r.name for n, r in zip(nodes, rules) if n.path.startswith("pool")} == {"proportional"}
 
 
 def test_deep_taylor_conserves_the_logit(c3d):

@@ -27,7 +27,6 @@ Example::
 from jaxvx.lrp._composites import (
     ACTIVATION,
     AVG_POOL,
-    BATCH_NORM,
     CONV,
     DENSE,
     LINEAR,
@@ -108,7 +107,6 @@ __all__ = [
     "SUM",
     "SCALE",
     "MAX_POOL",
-    "BATCH_NORM",
     # engine
     "attach",
     "relevance",

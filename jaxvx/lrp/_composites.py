@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import flax.linen as nn
 
-from jaxvx._intercept import layer_matcher
 from jaxvx._program import KINDS, path_matcher
 from jaxvx.lrp import _rules as R
 from jaxvx.models import AvgPool, GlobalAvgPool, MaxPool, ReLU, Sum, TemporalMean
@@ -25,7 +24,6 @@ __all__ = [
     "AVG_POOL",
     "SUM",
     "MAX_POOL",
-    "BATCH_NORM",
     "layer_map_base",
     "epsilon_plus",
     "epsilon_plus_flat",
@@ -38,38 +36,35 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Kind:
-    """A layer spec: the operations of these :data:`jaxvx._program.KINDS` in the traced program (and, where a
-    method still intercepts Flax linen modules, instances of ``modules``)."""
+    """A layer spec: the operations of these :data:`jaxvx._program.KINDS` in the traced program."""
 
     name: str
     kinds: frozenset
-    modules: tuple = ()
 
     def __call__(self, node, path) -> bool:
         return node.kind in self.kinds
 
 
-#: convolutions (``conv_general_dilated`` with a constant kernel; flax.linen.Conv and friends)
-CONV = Kind("CONV", frozenset({"conv"}), (nn.Conv, nn.ConvTranspose, nn.ConvLocal))
-#: dense layers (``dot_general`` with a constant matrix; flax.linen.Dense)
-DENSE = Kind("DENSE", frozenset({"dense"}), (nn.Dense, nn.DenseGeneral))
+#: convolutions (``conv_general_dilated`` with a constant kernel: flax.linen.Conv, nnx.Conv, lax)
+CONV = Kind("CONV", frozenset({"conv"}))
+#: dense layers (``dot_general`` with a constant matrix: flax.linen.Dense, nnx.Linear, jnp.dot)
+DENSE = Kind("DENSE", frozenset({"dense"}))
 #: every layer with a weight matrix
-LINEAR = Kind("LINEAR", frozenset({"conv", "dense"}), CONV.modules + DENSE.modules)
+LINEAR = Kind("LINEAR", frozenset({"conv", "dense"}))
 #: activations: ReLU and other max/min with a constant, tanh, logistic (relevance passes)
-ACTIVATION = Kind("ACTIVATION", frozenset({"activation"}), (ReLU,))
+ACTIVATION = Kind("ACTIVATION", frozenset({"activation"}))
 #: averages (average pooling, means: the sum that computes them; Norm rule)
-AVG_POOL = Kind("AVG_POOL", frozenset({"sum"}), (AvgPool, GlobalAvgPool, TemporalMean))
+AVG_POOL = Kind("AVG_POOL", frozenset({"sum"}))
 #: sums: residual additions, reductions (Norm rule)
-SUM = Kind("SUM", frozenset({"sum"}), (Sum,))
+SUM = Kind("SUM", frozenset({"sum"}))
 #: scaling and shifting by constants that no linear layer absorbed (input normalisation, a BatchNorm before any
 #: convolution, the division that ends a mean): relevance passes
 SCALE = Kind("SCALE", frozenset({"scale"}))
-MAX_POOL = Kind("MAX_POOL", frozenset({"max_pool"}), (MaxPool,))
-#: a BatchNorm module (only seen by module interception: in a traced program it is folded into its layer)
-BATCH_NORM = Kind("BATCH_NORM", frozenset(), (nn.BatchNorm,))
+MAX_POOL = Kind("MAX_POOL", frozenset({"max_pool"}))
 
-_MODULE_KINDS = ((CONV.modules, "conv"), (DENSE.modules, "dense"), ((ReLU,), "activation"),
-                 (AVG_POOL.modules + SUM.modules, "sum"), (MAX_POOL.modules, "max_pool"), ((nn.BatchNorm,), None))
+_MODULE_KINDS = (((nn.Conv, nn.ConvTranspose, nn.ConvLocal), "conv"), ((nn.Dense, nn.DenseGeneral), "dense"),
+                 ((ReLU,), "activation"), ((AvgPool, GlobalAvgPool, TemporalMean, Sum), "sum"),
+                 ((MaxPool,), "max_pool"), ((nn.BatchNorm,), None))
 
 
 def node_matcher(spec, *, name: str = "layer") -> Callable:
@@ -104,10 +99,6 @@ def node_matcher(spec, *, name: str = "layer") -> Callable:
                     f"class or a predicate (node, path) -> bool, got {spec!r}")
 
 
-_BN_MESSAGE = ("module interception met a BatchNorm module ({path}); fold it into the preceding convolution "
-               "first: model, variables = jaxvx.models.fold_batchnorm(model, variables)")
-
-
 @dataclass(frozen=True)
 class Composite:
     """Rules by layer: ``layer_map`` and ``first_map`` are tuples of ``(layer spec, Rule)``.
@@ -130,7 +121,7 @@ class Composite:
             for e in entries:
                 if not (isinstance(e, tuple) and len(e) == 2 and isinstance(e[1], R.Rule)):
                     raise TypeError(f"{what}: expected (layer spec, Rule) pairs, got {e!r}")
-                layer_matcher(e[0], name=what)
+                node_matcher(e[0], name=what)
 
     def assign(self, nodes) -> list:
         """The rule of each node of a traced program (in forward order; ``None``: no entry matched)."""
@@ -146,26 +137,6 @@ class Composite:
                 rule = next((r for m, r in layer if m(node, node.path)), None)
             rules.append(rule)
         return rules
-
-    def assigner(self) -> Callable:
-        """A fresh ``(module, path) -> Rule | None`` for module interception (:mod:`jaxvx._intercept`, used by
-        excitation backprop's layer taps) that remembers whether the first layer was seen."""
-        layer = [(layer_matcher(s, name="layer_map"), r) for s, r in self.layer_map]
-        first = [(layer_matcher(s, name="first_map"), r) for s, r in self.first_map]
-        state = {"first_seen": False}
-
-        def assign(module, path):
-            if not state["first_seen"]:
-                for m, r in first:
-                    if m(module, path):
-                        state["first_seen"] = True
-                        return r
-            for m, r in layer:
-                if m(module, path):
-                    return r
-            return None
-
-        return assign
 
     def with_layers(self, layer_map=(), first_map=()) -> "Composite":
         """A copy with entries put in front of both maps (they take precedence)."""
@@ -183,14 +154,13 @@ def _max_pool_rule(max_pool: str, stabilizer: float) -> R.Rule:
 def layer_map_base(stabilizer: float = 1e-6, max_pool: str = "wta") -> tuple:
     """The entries every built-in composite starts with: activations -> pass, sums (residual additions, average
     pooling, means) -> norm, scaling by constants -> pass, max pooling -> winner-takes-all (or
-    ``proportional``); for module interception, an unfolded BatchNorm module -> an error asking to fold it."""
+    ``proportional``)."""
     return (
         (ACTIVATION, R.pass_()),
         (SUM, R.norm(stabilizer)),
         (AVG_POOL, R.norm(stabilizer)),
         (SCALE, R.pass_()),
         (MAX_POOL, _max_pool_rule(max_pool, stabilizer)),
-        (BATCH_NORM, R._error(_BN_MESSAGE)),
     )
 
 

@@ -10,115 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxvx import _intercept as I
 from jaxvx import _program as P
 from jaxvx.lrp import _rules as R
 from jaxvx.lrp._composites import Composite
-from jaxvx.lrp._pool import fast_max_pool, wta_handler
+from jaxvx.lrp._pool import fast_max_pool
 
-__all__ = ["attach", "handler_for", "rule_for", "rule_handler", "seed", "relevance", "SEEDS", "canonize"]
+__all__ = ["attach", "handler_for", "seed", "relevance", "SEEDS", "canonize"]
 
 SEEDS = ("logit", "one_hot", "softmax")
-
-
-def _window_sum(module: nn.Module):
-    """``(variables, x) -> window sums`` with the max pool's window, strides and padding (pads count as 0)."""
-    window = getattr(module, "window", None)
-    if window is None:
-        raise ValueError(f"proportional rule: module {I.module_path(module)!r} ({type(module).__name__}) has no "
-                         "'window' attribute; it applies to jaxvx.models.MaxPool modules")
-    from jaxvx.models._layers import _padding
-
-    window = tuple(int(w) for w in window)
-    strides = tuple(window if module.strides is None else module.strides)
-    padding = _padding(module.padding, len(window))
-
-    def layer(variables, x):
-        if isinstance(padding, str):
-            pad = padding
-        else:
-            pad = ((0, 0),) + tuple(padding) + ((0, 0),)
-        return jax.lax.reduce_window(x, np.zeros((), x.dtype), jax.lax.add, (1, *window, 1), (1, *strides, 1), pad)
-
-    return layer
-
-
-def rule_handler(rule: R.Rule, path: str = "") -> Callable | None:
-    """A :func:`jaxvx._intercept.run` handler applying ``rule`` to a module call (None for the gradient rule)."""
-    if rule.kind == "gradient":
-        return None
-    if rule.kind == "wta":
-        def wta(next_fun, module, args, kwargs, info):
-            if not hasattr(module, "window"):
-                raise ValueError(f"rule wta: module {I.module_path(module)!r} ({type(module).__name__}) is not a "
-                                 "jaxvx.models.MaxPool")
-            return wta_handler(next_fun, module, args, kwargs, info)
-        return wta
-    if rule.kind == "error":
-        def fail(next_fun, module, args, kwargs, info):
-            raise ValueError(rule.message.format(path=repr(I.module_path(module))))
-        return fail
-
-    def handle(next_fun, module, args, kwargs, info):
-        out = next_fun(*args, **kwargs)
-        inputs, _ = I.split_array_args(args)
-        if not inputs:
-            raise ValueError(f"rule {rule.name}: module {I.module_path(module)!r} was called without array inputs")
-        if not I._is_array(out):
-            raise ValueError(f"rule {rule.name}: module {I.module_path(module)!r} returns {type(out).__name__}, "
-                             "not an array")
-        if rule.kind == "pass":
-            if len(inputs) != 1 or inputs[0].shape != out.shape:
-                raise ValueError(f"rule pass: module {I.module_path(module)!r} must map one input to an output of "
-                                 f"the same shape, got inputs {[tuple(i.shape) for i in inputs]} -> "
-                                 f"{tuple(out.shape)}")
-            return I.with_backward(lambda ins, o, e, ct: (ct,), inputs, out)
-        layer = _window_sum(module) if rule.layer == "window_sum" else I.unbound_layer(module, args, kwargs)
-        variables = {} if rule.layer == "window_sum" else _float_variables(module)
-        consts = {k: jnp.asarray(v) for k, v in rule.consts}
-        nonneg = bool(info.nonneg) and all(info.nonneg)
-
-        def backward(ins, o, extras, ct):
-            vs, cs = extras
-            return R.rule_backward(rule, layer, ins, o, vs, cs, ct, nonneg=nonneg)
-
-        return I.with_backward(backward, inputs, out, (variables, consts))
-
-    return handle
-
-
-def _float_variables(module: nn.Module) -> dict:
-    variables = module.variables
-    out = {}
-    for col, tree in dict(variables).items():
-        leaves = jax.tree.leaves(tree)
-        if any(not jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) for v in leaves):
-            raise ValueError(f"module {I.module_path(module)!r}: collection {col!r} holds non-float variables; "
-                             "LRP rules handle float parameters only")
-        out[col] = tree
-    return out
-
-
-def rule_for(composite: Composite, hooked: list | None = None) -> Callable:
-    """A fresh ``(module, path) -> handler | None`` for :func:`jaxvx._intercept.run` applying ``composite`` to
-    Flax linen modules (module interception: excitation backprop's layer taps); the paths of hooked modules are
-    appended to ``hooked``. :func:`attach` does not use it: it reads the traced program."""
-    assign = composite.assigner()
-
-    def for_module(module, path):
-        rule = assign(module, path)
-        if rule is None:
-            return None
-        if hooked is not None:
-            hooked.append(path)
-        return rule_handler(rule, path)
-
-    return for_module
 
 
 def _unruled(composite: Composite, node) -> ValueError:

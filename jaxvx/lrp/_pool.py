@@ -14,14 +14,12 @@ import functools
 import itertools
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvx import _intercept as I
 from jaxvx import _program as P
 
-__all__ = ["wta_backward", "wta_handler", "fast_max_pools", "fast_max_pool", "fast_pools"]
+__all__ = ["wta_backward", "fast_max_pool", "fast_pools"]
 
 
 def _pads(padding, shape, window, strides):
@@ -84,30 +82,6 @@ def _wta_overlapping(x, g, window, strides, pads):
                                 for o, s, m, size in zip(d, strides, out, xp.shape[1:1 + n])] + [(0, 0, 0)]
         total = total + jax.lax.pad(jnp.where(win, g, zero), zero, config)
     return total[(slice(None),) + tuple(slice(lo, lo + size) for (lo, _), size in zip(pads, x.shape[1:1 + n]))]
-
-
-def _pool_geometry(module):
-    from jaxvx.models._layers import _padding
-
-    window = tuple(int(w) for w in module.window)
-    strides = tuple(window if module.strides is None else (int(s) for s in module.strides))
-    return window, strides, _padding(module.padding, len(window))
-
-
-def wta_handler(next_fun, module, args, kwargs, info=None):
-    """An interception handler giving a :class:`jaxvx.models.MaxPool` call the fast winner-takes-all backward."""
-    out = next_fun(*args, **kwargs)
-    (x,), _ = I.split_array_args(args)
-    window, strides, padding = _pool_geometry(module)
-    return I.with_backward(lambda ins, o, e, ct: (wta_backward(ins[0], ct, window, strides, padding),), (x,), out)
-
-
-def fast_max_pools(module, path):
-    """``rule_for`` for :func:`jaxvx._intercept.run`: every :class:`jaxvx.models.MaxPool` gets :func:`wta_handler`
-    (the same gradient as ``nn.max_pool``'s, computed faster); every other module is left alone."""
-    from jaxvx.models import MaxPool
-
-    return wta_handler if isinstance(module, MaxPool) else None
 
 
 def fast_max_pool(call):

@@ -5,12 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxvx import _intercept as I
 from jaxvx import _program as P
 from jaxvx import lrp
 from jaxvx.lrp import _rules as R
 from jaxvx.lrp._engine import handler_for
-from jaxvx.lrp._engine import rule_for as _rule_for
 from jaxvx.methods._cam import INTERPOLATIONS, clip_maps, upsample
 from jaxvx.methods._common import check_video, resolve_target
 
@@ -84,52 +82,57 @@ def contrastive_excitation_backprop(layer=None, *, features="cnn", classifier="c
        over channels.
     """
     _check_interp(interpolation)
-    feat_match = I.layer_matcher(features, name="features")
-    cls_match = I.layer_matcher(classifier, name="classifier")
-    if layer is not None:
-        I.layer_matcher(layer)
+    for name, value in (("features", features), ("classifier", classifier)):
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{name}: expected a layer path such as 'cnn', got {value!r}")
+    if layer is not None and (not isinstance(layer, str) or not layer):
+        raise TypeError(f"layer: expected a layer path such as 'cnn/conv5_3', or None, got {layer!r}")
     eps = R._check_eps("stabilizer", stabilizer)
 
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
-        _, shapes, paths = I.tap_shapes(forward, video, [features, classifier], name="features/classifier")
-        feat_path = paths[0]
-        inside = feat_path + "/"
-
-        def in_features(types):
-            return lambda m, p: p.startswith(inside) and isinstance(m, types.modules)
-
-        cnn_map = (
-            (in_features(lrp.ACTIVATION), R.pass_()),
-            (in_features(lrp.SUM), R.norm(eps)),
-            (in_features(lrp.AVG_POOL), R.norm(eps)),
-            (in_features(lrp.MAX_POOL), R.wta()),
-            (in_features(lrp.LINEAR), R.zplus(eps, zero_params=("bias",))),
-        )
-        pos = lrp.Composite("ceb+", ((cls_match, R.zplus(eps, zero_params=("bias",))),) + cnn_map)
-        neg = lrp.Composite("ceb-", ((cls_match, _negated_zplus(eps)),) + cnn_map)
-
-        conv_layer = layer
-        if conv_layer is None:
-            record = []
-            jax.eval_shape(lambda v: I.run(forward, v, record=record), video)
-            convs = [r.path for r in record if r.path.startswith(inside) and isinstance(r.module, lrp.CONV.modules)]
+        program = P.trace(forward, video)
+        feat = program.layer(features, name="features")
+        head = program.layer(classifier, name="classifier")
+        scope = next(sc for sc in program.scopes() if any(p == sc or p.startswith(sc + "/") for p in feat.scopes)
+                     and P.path_matcher(features)(sc))
+        inside = [n for n in program.nodes if n.path == scope or n.path.startswith(scope + "/")]
+        if layer is None:
+            convs = [n for n in inside if n.kind == "conv"]
             if not convs:
-                raise ValueError(f"layer: no convolution inside features module {feat_path!r}; pass layer=...")
-            conv_layer = convs[-1]
-            conv_spec = lambda m, p, _c=conv_layer: p == _c  # noqa: E731
+                raise ValueError(f"layer: no convolution inside features {scope!r}; pass layer=...")
+            conv = convs[-1]
         else:
-            conv_spec = layer
+            conv = program.layer(layer)
+        eb = {"activation": R.pass_(), "sum": R.norm(eps), "scale": R.pass_(), "max_pool": R.wta(),
+              "conv": R.zplus(eps, zero_params=("bias",)), "dense": R.zplus(eps, zero_params=("bias",))}
+        in_features = {n.index for n in inside}
+
+        def composite(head_rule):
+            # the classifier's rule, EB inside the per-frame CNN, and through the recurrent part (the LSTM's gates
+            # and scan) the ordinary gradient, as Bargal et al. propagate it
+            entries = [(lambda n, p: n.index == head.index, head_rule),
+                       *((lambda n, p, k=k: n.index in in_features and n.kind == k, r) for k, r in eb.items()),
+                       (lambda n, p: True, R.gradient())]
+            return lrp.Composite(f"ceb[{head_rule.name}]", tuple(entries))
+
+        pos = handler_for(composite(R.zplus(eps, zero_params=("bias",))), program)
+        neg = handler_for(composite(_negated_zplus(eps)), program)
 
         # 1. P+ and P- at the features
-        signals = []
-        target_ = target
-        for comp in (pos, neg):
-            logits, _, pull = I.layer_vjp(forward, video, [features], name="features",
-                                          rule_for=lambda comp=comp: _rule_for(comp))
-            target_ = resolve_target(logits, target_)
-            (p,) = pull(jax.nn.one_hot(target_, logits.shape[-1], dtype=logits.dtype))
-            signals.append(p)
+        def at_features(handler):
+            def f(delta):
+                out, captured = P.evaluate(program, video, handler, taps={feat.index: delta})
+                return out
+
+            zeros = jnp.zeros(feat.shape, feat.dtype)
+            logits, pull = jax.vjp(f, zeros)
+            return logits, pull
+
+        logits, pull_pos = at_features(pos)
+        target_ = resolve_target(logits, target)
+        seed = jax.nn.one_hot(target_, logits.shape[-1], dtype=logits.dtype)
+        signals = [pull_pos(seed)[0], at_features(neg)[1](seed)[0]]
         b = video.shape[0]
 
         def normalise(p):
@@ -140,16 +143,13 @@ def contrastive_excitation_backprop(layer=None, *, features="cnn", classifier="c
         d = (normalise(signals[0]) - normalise(signals[1])).reshape(signals[0].shape)
 
         # 3. D down to the conv layer by EB
-        _, conv_shapes, _ = I.tap_shapes(forward, video, [conv_spec], name="layer")
-
         def to_features(delta):
-            taps = [I.Tap(I.layer_matcher(conv_spec), "layer"), I.Tap(feat_match, "features")]
-            I.run(forward, video, rule_for=_rule_for(pos), taps=taps, deltas=[delta, jnp.zeros((), delta.dtype)])
-            return taps[1].hit
+            _, captured = P.evaluate(program, video, pos, taps={conv.index: delta, feat.index: 0.0})
+            return captured[feat.index]
 
-        zeros = jnp.zeros(conv_shapes[0].shape, conv_shapes[0].dtype)
+        zeros = jnp.zeros(conv.shape, conv.dtype)
         _, pull = jax.vjp(to_features, zeros)
-        (rel,) = pull(d.astype(zeros.dtype))
+        (rel,) = pull(d.astype(feat.dtype))
         m = upsample(_map_to_clip(rel, video, "layer"), video.shape[1:4], interpolation)
         return jnp.broadcast_to(m[..., None], video.shape).astype(video.dtype)
 

