@@ -19,7 +19,7 @@ import pytest
 from jaxvx import lrp, methods
 
 from test_peers_zennit import rel_err  # noqa: E402  (tests/peers is on sys.path under pytest)
-from test_program import SHAPE, LinenNet, _clips, _nnx_forward, _variables  # noqa: E402
+from test_program import LinenNet, _clips, _nnx_forward, _variables  # noqa: E402
 
 
 def torch_twin(torch, v):
