@@ -17,8 +17,8 @@ by default, reshapes) apply their ordinary gradient. So the cotangent that reach
 (never multiply it by the input again).
 
 Rule kinds: ``"basic"`` (terms as above), ``"pass"`` (R_in = R), ``"gradient"`` (no change: the layer's ordinary
-gradient), ``"wta"`` (max pooling's winner-takes-all gradient, computed fast), ``"error"`` (raise: used for
-un-folded BatchNorm).
+gradient), ``"wta"`` (max pooling's winner-takes-all gradient, computed fast), ``"error"`` (raise ``message``
+with the node's path: a composite's way to forbid an operation).
 """
 
 from __future__ import annotations
@@ -326,10 +326,6 @@ def wta() -> Rule:
     max-pool gradient, computed without XLA's slow ``select_and_scatter`` for non-overlapping pools). For
     :class:`jaxvx.models.MaxPool` modules."""
     return Rule("wta", kind="wta")
-
-
-def _error(message: str) -> Rule:
-    return Rule("error", kind="error", message=message)
 
 
 # ------------------------------------------------------------------------------------------------------- engine

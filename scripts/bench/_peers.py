@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+import _torch_device as torch_device
+
+
+def torch_inputs(torch, device, x, target):
+    """``(xt, tt, forward)``: the clips ``x`` ``[B, T, H, W, C]`` as a torch ``[B, C, T, H, W]`` tensor and the
+    targets on ``device``, and ``forward(model)`` -> a timed no-grad call of ``model(xt)``."""
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))).to(device)
+    tt = torch.as_tensor(target).to(device)
+
+    def forward(model):
+        def call():
+            with torch.no_grad():
+                return model(xt)
+
+        return torch_device.timed(torch, device, call)
+
+    return xt, tt, forward
+
 
 def zennit_runner(torch, model, make_composite):
     """``run(x, t) -> relevance``: zennit's relevance for targets ``t`` with the target logit as the seed (jaxvx's

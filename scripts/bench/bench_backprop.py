@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
-from _peers import zennit_runner
+from _peers import torch_inputs, zennit_runner
 from _timing import alternating_best, format_mib, program_mib, torch_peak_mib
 from jaxvx import _torch_twins as twins
 from jaxvx import convert, lrp
@@ -150,14 +150,8 @@ def run_config(size, batch, names, repeats, steps, peers, torch, peer_methods_su
     peer_fns = peer_methods(torch, tmodel, steps) if (peers and torch is not None) else {}
     fwd_calls = {"jaxvx": lambda: jax.block_until_ready(fwd(variables, xj))}
     if torch is not None:
-        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))).to(device)
-        tt = torch.as_tensor(target).to(device)
-
-        def torch_forward():
-            with torch.no_grad():
-                return tmodel(xt)
-
-        fwd_calls["peer"] = torch_device.timed(torch, device, torch_forward)
+        xt, tt, torch_forward = torch_inputs(torch, device, x, target)
+        fwd_calls["peer"] = torch_forward(tmodel)
     fwd_best = alternating_best(fwd_calls, repeats, warmup={})
     t_fwd, t_torch_fwd = fwd_best["jaxvx"], fwd_best.get("peer")
     mib_fwd = program_mib(fwd, variables, xj)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
-from _peers import zennit_runner
+from _peers import torch_inputs, zennit_runner
 from _timing import alternating_best, format_mib, program_mib
 import jaxvx
 from jaxvx import lrp
@@ -116,14 +116,8 @@ def main(argv=None):
         calls = {"jaxvx": lambda: jax.block_until_ready(fwd(variables, xj)),
                  "program": lambda: jax.block_until_ready(fwd_program(variables, xj))}
         if torch is not None:
-            xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))).to(device)
-            tt = torch.as_tensor(target).to(device)
-
-            def torch_forward():
-                with torch.no_grad():
-                    return tmodel(xt)
-
-            calls["peer"] = torch_device.timed(torch, device, torch_forward)
+            xt, tt, torch_forward = torch_inputs(torch, device, x, target)
+            calls["peer"] = torch_forward(tmodel)
         best = alternating_best(calls, args.repeats)
         t_fwd, t_prog, t_pfwd = best["jaxvx"], best["program"], best.get("peer")
         mib_fwd = program_mib(fwd, variables, xj)
