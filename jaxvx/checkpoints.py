@@ -103,24 +103,23 @@ def list() -> builtins.list[str]:  # noqa: A001 - the public name asked for is `
 def resolve(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
     """Paths ``(NAME.msgpack, NAME.json)`` of a checkpoint given by name or by path.
 
-    A path may name the ``.msgpack`` file, the ``.json`` card, or their common stem. A bare name (no folder, no
-    suffix) that is not a file is looked up in :func:`checkpoint_dirs`, then, for a name of :data:`CONVERTED`, in
+    A path may name the ``.msgpack`` file, the ``.json`` card, or their common stem (only those two suffixes are
+    taken off: ``c3d-v1.5`` is the stem of ``c3d-v1.5.msgpack``). A bare name (no folder) that is not a file is looked up in :func:`checkpoint_dirs`, then, for a name of :data:`CONVERTED`, in
     :func:`cache_dir`, where it is converted first if it is not there yet. Raises :class:`jaxvx.CheckpointError`
     listing the available names when nothing is found.
     """
     p = Path(name_or_path).expanduser()
     if p.suffix in (".msgpack", ".json"):
-        stem = p.with_suffix("")
         if not p.is_file():
             raise CheckpointError(f"checkpoint file {str(p)!r} does not exist")
-        return stem.with_suffix(".msgpack"), stem.with_suffix(".json")
-    if p.with_suffix(".json").is_file() or p.with_suffix(".msgpack").is_file():
-        return p.with_suffix(".msgpack"), p.with_suffix(".json")
+        return _pair(p.with_suffix(""))
+    if any(f.is_file() for f in _pair(p)):
+        return _pair(p)
     text = str(name_or_path)
     if os.sep not in text and "/" not in text:
         for d in checkpoint_dirs():
-            if (d / f"{text}.json").is_file() or (d / f"{text}.msgpack").is_file():
-                return d / f"{text}.msgpack", d / f"{text}.json"
+            if any(f.is_file() for f in _pair(d / text)):
+                return _pair(d / text)
         if text in CONVERTED:
             return _converted(text)
     shipped = list()
@@ -131,6 +130,11 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
+def _pair(stem: Path) -> tuple[Path, Path]:
+    """``(STEM.msgpack, STEM.json)``: the suffixes are appended, so a stem with dots (``c3d-v1.5``) keeps them."""
+    return stem.with_name(stem.name + ".msgpack"), stem.with_name(stem.name + ".json")
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -341,8 +345,8 @@ def save(path_or_dir: str | os.PathLike, model, variables: Mapping, card: Mappin
         if "name" not in card:
             raise ValueError(f"save: path_or_dir {str(p)!r} is a folder, so card must give a 'name'")
         p = p / f"{card['name']}.msgpack"
-    elif p.suffix != ".msgpack":
-        p = p.with_name(p.name + ".msgpack") if p.suffix == "" else p.with_suffix(".msgpack")
+    elif p.suffix != ".msgpack":  # NAME.json names the same checkpoint; any other suffix is part of the name
+        p = _pair(p.with_suffix("") if p.suffix == ".json" else p)[0]
     if "input_shape" not in card:
         raise ValueError("save: card must give 'input_shape' [T, H, W, C] (needed to check and rebuild the model)")
     input_shape = [int(s) for s in card["input_shape"]]

@@ -102,6 +102,22 @@ def test_roundtrip_with_batch_stats(tmp_path):
     assert set(card["variables"]) == {"params", "batch_stats"}
 
 
+@pytest.mark.parametrize("written", ["c3d-v1.5", "c3d-v1.5.msgpack"])
+def test_a_name_with_dots_saves_loads_and_lists(tmp_path, monkeypatch, tiny, written):
+    model, variables = tiny
+    path = checkpoints.save(tmp_path / written, model, variables, {"input_shape": TINY_SHAPE})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c3d-v1.5.json", "c3d-v1.5.msgpack"]
+    assert path == tmp_path / "c3d-v1.5.msgpack"
+    monkeypatch.setenv("JAXVX_CHECKPOINT_DIR", str(tmp_path))
+    assert "c3d-v1.5" in checkpoints.list()
+    for name in ("c3d-v1.5", tmp_path / "c3d-v1.5", tmp_path / "c3d-v1.5.msgpack", tmp_path / "c3d-v1.5.json"):
+        assert checkpoints.resolve(name) == (path, tmp_path / "c3d-v1.5.json"), name
+        _, loaded, card = checkpoints.load(name)
+        assert card["name"] == "c3d-v1.5", name
+        want = _flat(variables)
+        assert all(np.array_equal(v, want[k]) for k, v in _flat(loaded).items()) and _flat(loaded).keys() == want.keys()
+
+
 def test_save_is_atomic_and_overwrites(tmp_path, tiny):
     model, variables = tiny
     checkpoints.save(tmp_path, model, variables, {"name": "m", "input_shape": TINY_SHAPE})
