@@ -22,7 +22,7 @@ A checkpoint named ``NAME`` is two files side by side:
   ``batch_size``, ``train_accuracy``, ``test_accuracy``, ``train_time_s``, ``machine`` and ``command`` (the exact
   command line that reproduces the checkpoint).
 
-Shipped checkpoints live in the repository's top-level ``checkpoints/`` folder. The environment variable
+Shipped checkpoints are package data, in the folder ``jaxvx/shipped_checkpoints/``. The environment variable
 ``JAXVX_CHECKPOINT_DIR`` (one folder, or several joined by ``os.pathsep``) is searched first, so it can add
 checkpoints or shadow shipped ones of the same name.
 
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 CARD_FORMAT = "jaxvx-checkpoint/1"
-_SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+_SHIPPED_DIR = Path(__file__).resolve().parent / "shipped_checkpoints"  # package data (pyproject.toml)
 
 #: Checkpoints converted on first load from weights that another package ships: name -> what it is.
 CONVERTED = {
@@ -76,7 +76,7 @@ CONVERTED = {
 # ----------------------------------------------------------------------------------------------------------- paths
 def checkpoint_dirs() -> builtins.list[Path]:
     """Folders searched for checkpoints by name, in order: each entry of ``$JAXVX_CHECKPOINT_DIR`` (split on
-    ``os.pathsep``), then the repository's shipped ``checkpoints/`` folder."""
+    ``os.pathsep``), then the shipped ``jaxvx/shipped_checkpoints/`` folder (package data)."""
     dirs = [Path(p).expanduser() for p in os.environ.get("JAXVX_CHECKPOINT_DIR", "").split(os.pathsep) if p]
     dirs.append(_SHIPPED_DIR)
     return dirs

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce every shipped checkpoint in checkpoints/ (NAME.msgpack + NAME.json model card).
+# Reproduce every shipped checkpoint in jaxvx/shipped_checkpoints/ (NAME.msgpack + NAME.json model card).
 #
 # Each line below is the exact command recorded in the checkpoint's card ("command"); run from the repository
 # root. The runs are sequential (each uses every core) and resumable: after an interruption, add --resume to the
@@ -27,12 +27,12 @@ while IFS= read -r line; do
   echo ">>> $line"
   eval "run $line"
 done <<'COMMANDS'
-# shipped (checkpoints/*.json records each line as "command"):
-jaxvx train --model c3d-small --data synthetic --steps 4000 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
-jaxvx train --model c3d-small-untrained --data synthetic --seed 0 --out checkpoints
-jaxvx train --model lstm-small --data synthetic --steps 2000 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
-# these two start their per-frame CNN from checkpoints/lstm-small (recipe init_from): keep them after it
-jaxvx train --model cnnlstm-small --data synthetic --steps 1500 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
-jaxvx train --model lstm-ica-small --data synthetic --steps 1500 --batch-size 8 --lr 0.001 --seed 0 --out checkpoints
-jaxvx train --model r2plus1d-small --data synthetic --steps 4000 --batch-size 8 --lr 0.003 --seed 0 --out checkpoints
+# shipped (jaxvx/shipped_checkpoints/*.json records each line as "command"):
+jaxvx train --model c3d-small --data synthetic --steps 4000 --batch-size 8 --lr 0.001 --seed 0 --out jaxvx/shipped_checkpoints
+jaxvx train --model c3d-small-untrained --data synthetic --seed 0 --out jaxvx/shipped_checkpoints
+jaxvx train --model lstm-small --data synthetic --steps 2000 --batch-size 8 --lr 0.001 --seed 0 --out jaxvx/shipped_checkpoints
+# these two start their per-frame CNN from jaxvx/shipped_checkpoints/lstm-small (recipe init_from): keep them after it
+jaxvx train --model cnnlstm-small --data synthetic --steps 1500 --batch-size 8 --lr 0.001 --seed 0 --out jaxvx/shipped_checkpoints
+jaxvx train --model lstm-ica-small --data synthetic --steps 1500 --batch-size 8 --lr 0.001 --seed 0 --out jaxvx/shipped_checkpoints
+jaxvx train --model r2plus1d-small --data synthetic --steps 4000 --batch-size 8 --lr 0.003 --seed 0 --out jaxvx/shipped_checkpoints
 COMMANDS
