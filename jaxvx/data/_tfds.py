@@ -12,9 +12,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds_lib
 
 from jaxvx.data._synthetic import SyntheticConfig, render_clip
+
+try:
+    import tensorflow_datasets as tfds_lib
+except ImportError as error:  # the optional extra: name it
+    raise ImportError(
+        f"jaxvx.data's TFDS sources (tfds, TFDSVideos, SyntheticBuilder, build_synthetic_tfds, jaxvx data build) "
+        f'need tensorflow-datasets, which cannot be imported ({error}): pip install "jaxvx[tfds]"'
+    ) from error
 
 __all__ = ["SyntheticBuilder", "SyntheticBuilderConfig", "TFDSVideos", "build_synthetic_tfds", "tfds"]
 
@@ -161,10 +168,8 @@ def tfds(name: str | os.PathLike, split: str, *, data_dir=None, download: bool =
     videos from their host, or use ``--manual_dir`` with files you already have); then ``jaxvx.data.tfds("ucf101",
     "train", download=False)``.
     """
-    import tensorflow_datasets as tfds_module
-
     if os.path.isfile(os.path.join(os.fspath(name), "dataset_info.json")):
-        builder = tfds_module.builder_from_directory(os.fspath(name))
+        builder = tfds_lib.builder_from_directory(os.fspath(name))
         source = builder.as_data_source(split=split)
         info = builder.info
     elif name.split("/")[0] == SyntheticBuilder.name:
@@ -179,8 +184,8 @@ def tfds(name: str | os.PathLike, split: str, *, data_dir=None, download: bool =
         info = builder.info
     else:
         try:
-            source = tfds_module.data_source(name, split=split, data_dir=data_dir, download=download)
-            info = tfds_module.builder(name, data_dir=data_dir).info
+            source = tfds_lib.data_source(name, split=split, data_dir=data_dir, download=download)
+            info = tfds_lib.builder(name, data_dir=data_dir).info
         except Exception as error:  # TFDS raises many types; name the dataset and the likely fix
             raise ValueError(
                 f"cannot open TFDS dataset {name!r} split {split!r} as a data source (array_record): {error}. "
