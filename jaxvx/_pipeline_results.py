@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import numpy as np
 from jaxvx.metrics import bootstrap_ci, pointing_accuracy
 from jaxvx.transforms import fit_border_lookahead
 
-__all__ = ["ResultsFile", "summarize", "markdown_table", "jsonable"]
+__all__ = ["ResultsFile", "ResultsLocked", "summarize", "markdown_table", "jsonable"]
 
 FORMAT = "jaxvx-pipeline/1"
 
@@ -35,61 +37,139 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+class ResultsLocked(RuntimeError):
+    """Another writer holds the results file (a second run into the same output folder)."""
+
+
+class _Lock:
+    """An exclusive, non-blocking lock on ``path`` (``fcntl.flock`` where available, else an ``O_EXCL`` file).
+
+    The kernel releases an ``flock`` when its process dies, so a crashed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, path: Path, what: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            fcntl = None
+        try:
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:  # pragma: no cover
+                os.close(self._fd)
+                self._fd = os.open(f"{path}.excl", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            holder = _read_text(path).strip() or "another process"
+            raise ResultsLocked(f"{what} is being written by another run ({holder}): wait for it to finish, or "
+                                "write to another output folder") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 class ResultsFile:
     """``results.jsonl``: a header line, then one JSON object per clip, appended and flushed batch by batch.
 
-    The header holds the run's settings; reopening with ``resume=True`` checks them and reads the rows already
-    there, so that :func:`jaxvx.pipeline.run` computes only the missing clips. A line cut short by a crash is dropped
-    (the file is truncated to its last complete line).
+    The header holds what makes rows comparable (model weights, methods and their settings, transforms, metrics,
+    data source and sampling, seed, versions, see :mod:`jaxvx._provenance`). Reopening with ``resume=True`` checks
+    it key by key (a difference is a ``ValueError`` naming the key, both values and how to start over) and reads the
+    rows already there, so that :func:`jaxvx.pipeline.run` computes only the missing clips.
+
+    While open, the file is locked (``<file>.lock``): a second writer gets :class:`ResultsLocked` at once.
+
+    Damage is recovered, never a dead end: lines that are not JSON (a line cut short by a crash, two writers' lines
+    run together) and repeated clips are moved to ``<file>.damaged`` with a warning and the file is rewritten
+    atomically without them; those clips are computed again. A file whose header itself is damaged and that holds
+    no rows is started over; one with rows is left untouched and reported.
     """
 
     def __init__(self, path: str | os.PathLike, header: dict, *, resume: bool):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _Lock(self.path.with_name(self.path.name + ".lock"), self.path)
+        try:
+            self._open(header, resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, header: dict, resume: bool) -> None:
         self.rows: list[dict] = []
         header = {"format": FORMAT, **jsonable(header)}
-        if resume and self.path.exists() and self.path.stat().st_size > 0:
-            old_header, self.rows = self._read()
-            mismatch = {k: (old_header.get(k), v) for k, v in header.items()
-                        if k in _CHECKED and old_header.get(k) != v}
+        self.header = header
+        old = self._read() if resume and self.path.exists() and self.path.stat().st_size > 0 else None
+        if old is not None:
+            old_header, self.rows = old
+            mismatch = [k for k in sorted(set(header) | set(old_header))
+                        if k not in _UNCHECKED and old_header.get(k) != header.get(k)]
             if mismatch:
-                detail = "; ".join(f"{k}: file has {a!r}, this run {b!r}" for k, (a, b) in mismatch.items())
-                raise ValueError(f"cannot resume {self.path}: it was written with other settings ({detail}); "
-                                 "use another output folder or resume=False to start over")
+                detail = "; ".join(f"{k}: the file has {_brief(old_header.get(k))}, this run "
+                                   f"{_brief(header.get(k))}" for k in mismatch)
+                raise ValueError(f"cannot resume {self.path}: it was written with other settings ({detail}). Write "
+                                 "to another output folder, or start over (resume=False; jaxvx run --no-resume)")
             self._fh = open(self.path, "a", encoding="utf-8")
         else:
-            self._fh = open(self.path, "w", encoding="utf-8")
-            self._write_lines([{"header": header}])
+            self._fh = _replace_with(self.path, [{"header": header}])
         self.done = {row["clip"] for row in self.rows}
 
-    def _read(self) -> tuple[dict, list[dict]]:
+    def _read(self) -> tuple[dict, list[dict]] | None:
+        """The header and rows, recovering damage (see the class docstring); None: start over."""
         data = self.path.read_bytes()
-        good_end = data.rfind(b"\n") + 1
-        if good_end < len(data):  # a line cut short by a crash: drop it
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good_end)
-            data = data[:good_end]
-        lines = [line for line in data.decode("utf-8").splitlines() if line.strip()]
-        if not lines:
-            raise ValueError(f"cannot resume {self.path}: the file has no header line")
+        lines = data.split(b"\n")
+        complete = data.endswith(b"\n")
         try:
-            first = json.loads(lines[0])
-            header = first["header"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"cannot resume {self.path}: its first line is not a jaxvx pipeline header") from None
-        rows = []
+            header = json.loads(lines[0])["header"]
+            if not isinstance(header, dict) or (len(lines) == 1 and not complete):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            if sum(1 for line in lines[1:] if line.strip()) == 0:
+                warnings.warn(f"{self.path}: its header line is damaged and it holds no rows: starting it over",
+                              stacklevel=4)
+                _append_damaged(self.path, [(1, lines[0])])
+                return None
+            raise ValueError(f"cannot resume {self.path}: its first line is not a jaxvx pipeline header; the file is "
+                             "left as it is (move it away, or write to another output folder)") from None
+        rows, damaged, seen = [], [], set()
         for n, line in enumerate(lines[1:], 2):
+            if not line.strip():
+                continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ValueError(f"cannot resume {self.path}: line {n} is not valid JSON") from None
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("clip"), int):
+                    raise ValueError
+            except (ValueError, UnicodeDecodeError):
+                damaged.append((n, line))
+                continue
+            if row["clip"] in seen:
+                damaged.append((n, line))
+                continue
+            seen.add(row["clip"])
+            rows.append(row)
+        if damaged:
+            _append_damaged(self.path, damaged)
+            warnings.warn(f"{self.path}: {len(damaged)} damaged or repeated line(s) (line "
+                          f"{', '.join(str(n) for n, _ in damaged[:5])}{', ...' if len(damaged) > 5 else ''}) moved to "
+                          f"{self.path.name}.damaged; their clips are computed again", stacklevel=4)
+            _replace_with(self.path, [{"header": header}, *rows]).close()
         return header, rows
 
     def _write_lines(self, objs: Iterable[dict]) -> None:
-        for obj in objs:
-            self._fh.write(json.dumps(jsonable(obj), separators=(",", ":")) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        _write_lines(self._fh, objs)
 
     def append(self, rows: list[dict]) -> None:
         rows = [jsonable(r) for r in rows]
@@ -100,10 +180,39 @@ class ResultsFile:
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+        self._lock.release()
 
 
-#: Header keys that must agree for a run to resume a file.
-_CHECKED = ("format", "methods", "metrics", "target", "sampling", "preprocess", "transforms")
+def _write_lines(fh, objs: Iterable[dict]) -> None:
+    for obj in objs:
+        fh.write(json.dumps(jsonable(obj), separators=(",", ":")) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _replace_with(path: Path, objs: list[dict]):
+    """Write ``objs`` as JSON lines to a temporary file, move it over ``path`` atomically, return it open for
+    appending."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        _write_lines(fh, objs)
+    os.replace(tmp, path)
+    return open(path, "a", encoding="utf-8")
+
+
+def _append_damaged(path: Path, lines: list[tuple[int, bytes]]) -> None:
+    with open(path.with_name(path.name + ".damaged"), "ab") as fh:
+        for n, line in lines:
+            fh.write(f"# line {n} of {path.name}\n".encode() + line + b"\n")
+
+
+def _brief(value) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+#: Header keys that may differ between the runs that write one file (where and how it ran, not what it computed).
+_UNCHECKED = ("devices", "process", "limit")
 
 
 #: Per-clip counts kept for exact aggregation (not averaged on their own).
@@ -179,7 +288,7 @@ def _fmt(x) -> str:
     return f"{x:.4f}"
 
 
-def markdown_table(table: list[dict], *, confidence: float = 0.95, skipped: int = 0) -> str:
+def markdown_table(table: list[dict], *, confidence: float = 0.95, skipped: int = 0, failed: int = 0) -> str:
     """The summary rows as a Markdown table (``-`` where a value is undefined)."""
     level = f"{100 * confidence:g} % CI"
     lines = [f"| method | metric | mean | {level} | clips | note |", "|---|---|---:|---|---:|---|"]
@@ -191,4 +300,8 @@ def markdown_table(table: list[dict], *, confidence: float = 0.95, skipped: int 
     if skipped:
         lines.append("")
         lines.append(f"{skipped} clip(s) skipped (undecodable); see the rows with status \"skipped\".")
+    if failed:
+        lines.append("")
+        lines.append(f"{failed} clip(s) failed (a map holds NaN or inf) and are left out; see the rows with status "
+                     "\"failed\".")
     return "\n".join(lines) + "\n"

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx._provenance import versions
+
 __all__ = ["EXTREMAL_AREA", "LRP_METHODS", "METHODS", "Explanation", "build_method", "explain_clip", "model_input",
            "stream", "write_outputs"]
 
@@ -189,7 +191,7 @@ class Explanation:
 
 def explain_clip(checkpoint: str, frames: np.ndarray, *, method: str = "deep_taylor",
                  selective_sigma: float | None = 4.0, target: int | None = None,
-                 ground_truth: Mapping | None = None) -> Explanation:
+                 ground_truth: Mapping | None = None, clip: Any = None) -> Explanation:
     """Predict and explain one snippet ``frames`` (uint8 ``[T, H, W, 3]``, T = the model's frames).
 
     Args:
@@ -200,6 +202,8 @@ def explain_clip(checkpoint: str, frames: np.ndarray, *, method: str = "deep_tay
         target: the class to explain (default: the predicted class).
         ground_truth: a synthetic record (``boxes``, ``present``, ``segment``, ``motion``) to score the map with
             the pointing games and motion precision; it must be at the model's input size.
+        clip: what ``frames`` are (e.g. ``{"path": ..., "frames": [indices]}``), recorded in ``numbers["clip"]``
+            beside the checkpoint's SHA-256 and the versions of jaxvx, jax, jaxlib and flax.
 
     Returns:
         An :class:`Explanation`; ``numbers`` holds the prediction, timings, the relevance sum against the logit,
@@ -221,6 +225,9 @@ def explain_clip(checkpoint: str, frames: np.ndarray, *, method: str = "deep_tay
 
     predict = jax.jit(model.apply)
     logits = np.asarray(predict(variables, video))[0]
+    if not np.all(np.isfinite(logits)):
+        raise ValueError(f"the logits of checkpoint {checkpoint!r} hold NaN or inf for a finite input: its weights "
+                         "hold NaN or inf, or overflow float32")
     chosen = int(np.argmax(logits)) if target is None else int(target)
     num_classes = logits.shape[-1]
     if not 0 <= chosen < num_classes:
@@ -231,6 +238,8 @@ def explain_clip(checkpoint: str, frames: np.ndarray, *, method: str = "deep_tay
     start = time.perf_counter()
     relevance = np.asarray(run(variables, video, target_arr).block_until_ready())[0]
     seconds = time.perf_counter() - start
+    if not np.all(np.isfinite(relevance)):
+        raise ValueError(f"method {method!r} returned a map that holds NaN or inf for checkpoint {checkpoint!r}")
     start = time.perf_counter()
     predict(variables, video).block_until_ready()
     forward_seconds = time.perf_counter() - start
@@ -250,6 +259,9 @@ def explain_clip(checkpoint: str, frames: np.ndarray, *, method: str = "deep_tay
     top = np.argsort(-probs)[:5]
     numbers: dict[str, Any] = {
         "checkpoint": checkpoint,
+        "checkpoint_sha256": card.get("sha256"),
+        "clip": clip,
+        "versions": versions(),
         "method": method,
         "predicted": {"class": int(np.argmax(logits)), "name": names[int(np.argmax(logits))],
                       "probability": float(probs.max())},
@@ -424,6 +436,10 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
     seconds = time.perf_counter() - start
     if n == 0:
         raise VideoError(f"{source}: no frame could be read")
+    if explained == 0:
+        os.remove(tmp)
+        raise VideoError(f"{source}: {n} frame(s) read, fewer than the {t_model} the model explains at once: no "
+                         "window to explain")
     os.replace(tmp, out)
     return {"frames": n, "explained": explained, "seconds": seconds, "fps": n / seconds,
             "explained_fps": explained / seconds, "out": out}

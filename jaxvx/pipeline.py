@@ -69,12 +69,13 @@ from jax.sharding import PartitionSpec as P
 
 from jaxvx._errors import VideoError
 from jaxvx._pipeline_metrics import Metric, MetricOptions, resolve_metrics
-from jaxvx._pipeline_results import ResultsFile, jsonable, markdown_table, summarize
+from jaxvx._pipeline_results import ResultsFile, ResultsLocked, jsonable, markdown_table, summarize
+from jaxvx._provenance import describe, tree_sha256, versions
 from jaxvx._pipeline_sweep import SWEEP_FILE, Sweep, step_label, sweep
 from jaxvx.io import preprocess as _preprocess
 from jaxvx.io import segment_indices, snippet_indices
 
-__all__ = ["run", "Results", "RESULTS_FILE", "SUMMARY_FILE", "sweep", "Sweep", "SWEEP_FILE", "step_label"]
+__all__ = ["run", "Results", "ResultsLocked", "RESULTS_FILE", "SUMMARY_FILE", "sweep", "Sweep", "SWEEP_FILE", "step_label"]
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.md"
@@ -277,6 +278,9 @@ class _Preparer:
             if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.integer):
                 raise ValueError(f"clip {cid}: label must be an int, got {label!r}")
             label = int(arr)
+            if label < 0:
+                raise ValueError(f"clip {cid}: label {label} is negative; a clip without a label has no "
+                                 f"{self.label_key!r} key (or None), and target='predicted' explains it")
             if self.num_classes is not None and not 0 <= label < self.num_classes:
                 raise ValueError(f"clip {cid}: label {label} is outside the model's classes [0, {self.num_classes})")
 
@@ -323,6 +327,7 @@ def _make_step(apply: Callable, methods: dict, transforms: tuple, metrics: list[
             "prediction": prediction,
             "target": target,
             "score": jnp.take_along_axis(probs, target[:, None], axis=1)[:, 0],
+            "finite": _finite_rows(logits),
             "methods": {},
         }
         batch = {"video": video, "label": label, "target": target, "prediction": prediction, "forward": forward,
@@ -351,7 +356,7 @@ def _make_step(apply: Callable, methods: dict, transforms: tuple, metrics: list[
                         raise ValueError(f"metric {metric.name!r} column {col!r} must be [B, ...] with B = "
                                          f"{video.shape[0]}, got shape {tuple(value.shape)}")
                     cols[col] = value
-            entry = {"metrics": cols}
+            entry = {"metrics": cols, "finite": _finite_rows(rel)}
             if save_maps:
                 entry["map"] = rel
             out["methods"][name] = entry
@@ -379,6 +384,11 @@ def _cached_step(forward, plain, apply, methods, transforms, metrics, opts, auto
     while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
         _STEP_CACHE.popitem(last=False)
     return step
+
+
+def _finite_rows(x: jax.Array) -> jax.Array:
+    """bool ``[B]``: every value of row ``b`` of ``x`` ``[B, ...]`` is finite."""
+    return jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
 
 
 def _spatial_ok(rel, video) -> bool:
@@ -470,7 +480,8 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         tolerance: float = 7.0, pointing_shape: str = "disk", flow_threshold: float = 0.5, flow_options=None,
         keyframe_options=None,
         perturbation_steps: int | None = None, perturbation_baseline: float = 0.0, label_key: str = "label",
-        confidence: float = 0.95, num_classes: int | None = None, summary: bool = True) -> Results:
+        confidence: float = 0.95, num_classes: int | None = None, summary: bool = True,
+        provenance: Mapping | None = None) -> Results:
     """Explain every clip of ``source`` and score the explanations; see the module docstring for the guarantees.
 
     Args:
@@ -523,13 +534,21 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         summary: summarise the results file at the end (bootstrap intervals; ``summary.md``, ``summary.json``).
             False skips it (``Results.summary`` empty, ``markdown`` ""), for a caller that runs again before it
             reads one, as :func:`sweep` does between chunks.
+        provenance: what else identifies the run, recorded in the results header and checked on resume, e.g.
+            ``{"checkpoint": name, "checkpoint_sha256": ...}`` (``jaxvx run`` passes the checkpoint's). Its
+            ``"checkpoint"`` names the model in errors. The header always holds the SHA-256 of the model's
+            variables, a description of every method and transform with their settings, the metrics and their
+            options, the source, sampling, preprocessing, seed and the versions of jaxvx, jax, jaxlib and flax.
 
     Returns:
         :class:`Results`.
 
     Raises:
-        ValueError: bad settings, or a clip that does not fit (the message names the clip; rows before it are
-            written first).
+        ValueError: bad settings, a clip that does not fit, or logits that hold NaN or inf (the message names the
+            clip and the model; rows before it are written first). A method whose map holds NaN or inf for a clip
+            (finite logits) marks that clip's row ``"status": "failed"`` with the reason; failed rows stay out of
+            the summary and are counted under it.
+        jaxvx.pipeline.ResultsLocked: another run is writing to ``out``.
     """
     t_start = time.perf_counter()
     batch_size = _check_int("batch_size", batch_size, 1)
@@ -562,20 +581,30 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
     n_dev_local = len(jax.local_devices())
     local_batch = -(-batch_size // n_dev_local) * n_dev_local
 
-    header = {
-        "methods": list(methods),
-        "metrics": [m.name for m in metric_list] if not auto else "auto",
-        "transforms": [getattr(t, "__name__", repr(t)) for t in transforms],
-        "target": target,
-        "sampling": {"mode": sampling, "length": length, "step": str(step), "offset": offset, "pad": pad},
-        "preprocess": pp_opts,
-        "source": repr(source)[:500],
-        "devices": [str(d) for d in devices],
-        "process": [process_index, process_count],
-    }
+    provenance = dict(provenance or {})
+    model_name = provenance.get("checkpoint", "the model")
     results_file = None
     out_dir = None
     if out is not None:
+        header = {
+            "methods": {name: describe(m) for name, m in methods.items()},
+            "metrics": {"names": [m.name for m in metric_list] if not auto else "auto",
+                        "options": dataclasses.asdict(opts), "flow": describe(dict(flow_options or {})),
+                        "keyframes": describe(dict(keyframe_options or {})), "num_classes": num_classes},
+            "transforms": [describe(t) for t in transforms],
+            "target": target,
+            "label_key": label_key,
+            "sampling": {"mode": sampling, "length": length, "step": str(step), "offset": offset, "pad": pad},
+            "preprocess": pp_opts,
+            "source": describe(source),
+            "limit": limit,
+            "seed": seed,
+            "model": {"forward": describe(forward), "variables_sha256": tree_sha256(variables)},
+            "provenance": describe(provenance),
+            "versions": versions(),
+            "devices": [str(d) for d in devices],
+            "process": [process_index, process_count],
+        }
         out_dir = Path(out)
         name = RESULTS_FILE if process_count == 1 else f"results.{process_index}.jsonl"
         results_file = ResultsFile(out_dir / name, header, resume=resume)
@@ -616,21 +645,33 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         pending, result = in_flight.pop()
         result = _to_host(result, mesh)
         new_rows = []
+        broken = None
         for i, clip in enumerate(pending):
+            if not result["finite"][i]:
+                broken = clip
+                break
             row = {"clip": clip.index, "id": clip.id, "status": "ok", "label": clip.label if clip.label >= 0 else None,
                    "target": int(result["target"][i]), "prediction": int(result["prediction"][i]),
                    "score": float(result["score"][i])}
             if clip.label >= 0:
                 row["correct"] = bool(result["prediction"][i] == clip.label)
+            failed = [name for name, entry in result["methods"].items() if not entry["finite"][i]]
+            if failed:
+                row["status"] = "failed"
+                row["error"] = f"the map of {', '.join(failed)} holds NaN or inf"
+                warnings.warn(f"clip {clip.id}: {row['error']}; the row is marked failed", stacklevel=3)
             row["methods"] = {name: {col: np.asarray(v[i]) for col, v in entry["metrics"].items()}
-                              for name, entry in result["methods"].items()}
+                              for name, entry in result["methods"].items() if name not in failed}
             if save_maps and out_dir is not None:
                 for name, entry in result["methods"].items():
                     _save_map(out_dir / "maps" / name / f"{clip.index:06d}.npy", np.asarray(entry["map"][i]))
             new_rows.append(row)
         write(new_rows)
-        computed += len(pending)
-        bar.update(len(pending))
+        computed += len(new_rows)
+        bar.update(len(new_rows))
+        if broken is not None:
+            raise ValueError(f"clip {broken.id}: the logits of {model_name} hold NaN or inf for a finite input: its "
+                             "weights hold NaN or inf, or overflow float32; no metric is computed from them")
 
     def dispatch(pending: list[_Clip]):
         """Start the step on a batch (JAX dispatches asynchronously: the host prepares the next batch meanwhile),
@@ -699,7 +740,8 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
     if summary:
         k = num_classes if num_classes is not None else (preparer.num_classes or None)
         table = summarize(rows, list(methods), num_classes=k, confidence=confidence, seed=seed)
-        md = markdown_table(table, confidence=confidence, skipped=len(skipped))
+        md = markdown_table(table, confidence=confidence, skipped=len(skipped),
+                            failed=sum(1 for r in rows if r.get("status") == "failed"))
         if out_dir is not None and process_index == 0:
             (out_dir / SUMMARY_FILE).write_text(md, encoding="utf-8")
             (out_dir / "summary.json").write_text(json.dumps(jsonable(table), indent=1), encoding="utf-8")

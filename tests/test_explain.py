@@ -42,6 +42,10 @@ def test_explain_a_synthetic_clip_writes_every_output(tiny_checkpoint, tmp_path,
     for key in ("relevance", "selective"):
         for metric in ("spatial_pointing", "temporal_pointing", "motion_precision"):
             assert 0.0 <= numbers["ground_truth"][key][metric] <= 1.0
+    # provenance: the clip, the checkpoint's SHA-256 (as its card records it) and the versions
+    assert numbers["clip"]["index"] == 0 and "SyntheticVideos" in numbers["clip"]["source"]
+    assert numbers["checkpoint_sha256"] == checkpoints.load_card(tiny_checkpoint)["sha256"]
+    assert {"jaxvx", "jax", "jaxlib", "flax"} <= set(numbers["versions"])
     relevance = np.load(out / "relevance.npy")
     assert relevance.shape == (16, 32, 32)
     overlay = read_video(out / "overlay.mp4")
@@ -64,6 +68,8 @@ def test_explain_a_video_file_with_a_rational_step(tiny_checkpoint, tmp_path, ca
     assert "frames [3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10]" in printed
     numbers = json.loads((out / "explanation.json").read_text())
     assert "selective" not in numbers and "ground_truth" not in numbers
+    assert numbers["clip"]["frames"] == [3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10]
+    assert numbers["clip"]["path"].endswith(".avi") or numbers["clip"]["path"].endswith(".mp4")
 
 
 def test_perturbation_methods_by_name(tiny_checkpoint):
@@ -199,3 +205,53 @@ def test_stream_overlays_every_frame_after_the_first_window(tiny_checkpoint, tmp
     video = read_video(out)
     assert video.shape == (20, 224, 224, 3)  # the 32 x 32 model input, enlarged 7 times for viewing
     assert not list(tmp_path.glob(".*part*")), "the temporary file was renamed into place"
+
+
+@pytest.fixture(scope="module")
+def other_checkpoints(tmp_path_factory):
+    """Two more checkpoints of the tiny model's architecture: other random weights, and a NaN in one weight."""
+    model = models.create("c3d", 10, width=0.0625)
+    base = {
+        "input_shape": [16, 32, 32, 3],
+        "class_names": [f"class{i}" for i in range(10)],
+        "preprocess": {"size": [32, 32], "resize": "direct", "mean": list(KINETICS_MEAN), "std": list(KINETICS_STD)},
+        "data": {"config": {"variant": "motion", "distractors": 1}},
+    }
+    folder = tmp_path_factory.mktemp("others")
+    other = init(model, jnp.zeros((1, 16, 32, 32, 3)), seed=1, zero_bias=True)
+    broken = jax.tree_util.tree_map_with_path(
+        lambda path, a: a.at[0, 0].set(jnp.nan) if "fc8" in jax.tree_util.keystr(path) and a.ndim == 2 else a, other)
+    return (str(checkpoints.save(folder / "tiny-other", model, other, base)),
+            str(checkpoints.save(folder / "tiny-nan", model, broken, base)))
+
+
+def test_run_into_a_folder_of_another_checkpoint_stops_and_names_it(tiny_checkpoint, other_checkpoints, tmp_path,
+                                                                     capsys):
+    out = str(tmp_path / "mix")
+    common = ["--method", "gradient", "--num-clips", "2", "--batch-size", "2", "--out", out]
+    assert main(["run", "--checkpoint", tiny_checkpoint, *common]) == 0
+    capsys.readouterr()
+    assert main(["run", "--checkpoint", other_checkpoints[0], *common]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "variables_sha256" in err and "tiny-other" in err and "--no-resume" in err
+    rows = (tmp_path / "mix" / "results.jsonl").read_text().splitlines()
+    assert len(rows) == 3  # the header and the first run's two rows, nothing appended
+    assert main(["run", "--checkpoint", other_checkpoints[0], *common, "--no-resume"]) == 0
+
+
+def test_run_with_nan_weights_fails_and_names_the_checkpoint(other_checkpoints, tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = main(["run", "--checkpoint", other_checkpoints[1], "--method", "gradient", "--num-clips", "2",
+                 "--batch-size", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "the logits of" in err and "tiny-nan" in err and "NaN or inf" in err
+    assert (out / "results.jsonl").read_text().count("\n") == 1  # the header only: no metric from NaN logits
+    assert not (out / "summary.md").exists()
+
+
+def test_stream_of_a_clip_shorter_than_the_model_is_an_error(tiny_checkpoint, tmp_path):
+    clip = tmp_path / "two.avi"
+    write_video(clip, np.full((2, 32, 32, 3), 128, np.uint8), 8.0)
+    with pytest.raises(ValueError, match="2 frame\\(s\\) read, fewer than the 16 the model explains at once"):
+        stream(tiny_checkpoint, str(clip), tmp_path / "s.avi", method="gradient", progress=False)
+    assert not list(tmp_path.glob(".*part*")) and not (tmp_path / "s.avi").exists()
