@@ -187,15 +187,15 @@ def _run(args) -> int:
     from jaxvx.explain import build_method
     from jaxvx.transforms import selective, sum_channels
 
-    settings = {key: getattr(args, key) for key in _RUN_KEYS}
+    config = {}
     if args.config is not None:
         with open(args.config, "rb") as f:
             config = tomllib.load(f)
         unknown = sorted(set(config) - set(_RUN_KEYS))
         if unknown:
             raise ValueError(f"{args.config}: unknown keys {unknown}; known keys are {list(_RUN_KEYS)}")
-        explicit = {a.dest for a in _parser_actions(args) if getattr(args, a.dest) != a.default}
-        settings.update({k: v for k, v in config.items() if k not in explicit})  # flags win over the file
+    given = {key: getattr(args, key) for key in _RUN_KEYS if getattr(args, key) is not None}
+    settings = {**args.run_defaults, **config, **given}  # flags given win over the file, the file over the defaults
     model, variables, card = checkpoints.load(settings["checkpoint"])
     t_model = int(card["input_shape"][0])
     kind, _, where = str(settings["data"]).partition(":")
@@ -257,10 +257,13 @@ def _stream(args) -> int:
     return 0
 
 
-def _parser_actions(args):
-    parser = _parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return [a for a in sub.choices["run"]._actions if a.dest in _RUN_KEYS]
+def _without_defaults(parser: argparse.ArgumentParser, keys) -> dict:
+    """Sets the defaults of ``parser``'s options ``keys`` to ``None`` and returns the ones they had, ``{dest:
+    default}``: an option left out then reads ``None``, so that one given equal to its default still overrides a
+    TOML file's value."""
+    defaults = {a.dest: a.default for a in parser._actions if a.dest in keys}
+    parser.set_defaults(**dict.fromkeys(defaults))
+    return defaults
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -324,7 +327,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--save-maps", action="store_true")
     run.add_argument("--no-resume", dest="resume", action="store_false")
     run.add_argument("--out", default="jaxvx-run")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, run_defaults=_without_defaults(run, _RUN_KEYS))
 
     streaming = sub.add_parser("stream", help="explain a sliding window of frames as they arrive (Hiley et al.)")
     streaming.add_argument("source", help="a video file, or a camera index such as 0")
