@@ -14,6 +14,7 @@ problem, with exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from fractions import Fraction
 
@@ -109,6 +110,7 @@ def _explain(args) -> int:
         record = source[args.index]
         frames, ground_truth, fps = record["video"], _truth_on_model_grid(record, card), 8.0
         what = f"synthetic test clip #{args.index} ({source.class_names[record['label']]})"
+        clip = {"source": repr(source), "index": args.index}
     else:
         info = io.video_info(args.video)
         needed = args.offset + int(np.ceil(t_model * float(Fraction(args.step)))) + 1
@@ -116,9 +118,11 @@ def _explain(args) -> int:
         indices = io.snippet_indices(len(video), t_model, args.step, args.offset, pad=args.pad)
         frames, fps = video[indices], info.fps or 8.0
         what = f"{args.video} frames {indices.tolist()}"
+        clip = {"path": os.path.abspath(args.video), "frames": indices.tolist(), "step": args.step,
+                "offset": args.offset, "pad": args.pad}
     result = explain_clip(args.checkpoint, frames, method=args.method, target=args.target,
                           selective_sigma=None if args.selective <= 0 else args.selective,
-                          ground_truth=ground_truth)
+                          ground_truth=ground_truth, clip=clip)
     paths = write_outputs(result, args.out, fps=fps)
     n = result.numbers
     ratio = n["relevance_sum_over_logit"]
@@ -226,7 +230,9 @@ def _run(args) -> int:
     steps, offsets = _values(settings["step"], "step"), _offsets(settings["offset"])
     common = dict(variables=variables, transforms=transforms, metrics=metrics, batch_size=settings["batch_size"],
                   length=t_model, pad=settings["pad"], preprocess=dict(card.get("preprocess", {})),
-                  save_maps=settings["save_maps"], limit=settings["limit"])
+                  save_maps=settings["save_maps"], limit=settings["limit"],
+                  provenance={"checkpoint": str(settings["checkpoint"]), "checkpoint_sha256": card.get("sha256"),
+                              "data": str(settings["data"])})
     out = settings["out"]
     if len(steps) == 1 and len(offsets) == 1:
         results = pipeline.run(source, model, methods, step=steps[0], offset=offsets[0], out=out,
