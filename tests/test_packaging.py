@@ -40,3 +40,16 @@ def test_unknown_data_attribute_raises_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'tfdss'"):
         jaxvx.data.tfdss  # noqa: B018
     assert set(jaxvx.data.TFDS_NAMES) <= set(jaxvx.data.__all__) <= set(dir(jaxvx.data))
+
+
+# ------------------------------------------------------------------------------------------------ the test clips
+def test_the_real_clips_the_tests_decode_are_in_the_repository():
+    from conftest import VIDEOS
+    from test_io_video import readme_table
+
+    r = subprocess.run(["git", "ls-files", "--", VIDEOS.relative_to(REPO).as_posix()], cwd=REPO, capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"not a git checkout: {r.stderr.strip()}")
+    tracked = {Path(line).name for line in r.stdout.splitlines()}
+    assert set(readme_table(VIDEOS)) | {"README.md"} == tracked
