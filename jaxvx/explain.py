@@ -366,7 +366,7 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
     import cv2
 
     from jaxvx import VideoError, checkpoints, transforms
-    from jaxvx.io import preprocess
+    from jaxvx.io import VideoWriter, preprocess
     from jaxvx.viz import overlay
 
     model, variables, card = checkpoints.load(checkpoint)
@@ -419,18 +419,15 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
             else:
                 frame = view[0]
             if writer is None:
-                fourcc = cv2.VideoWriter_fourcc(*("mp4v" if out.endswith(".mp4") else "MJPG"))
-                writer = cv2.VideoWriter(tmp, fourcc, float(rate), (frame.shape[1], frame.shape[0]))
-                if not writer.isOpened():
-                    raise VideoError(f"{out}: cannot open a video writer")
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                writer = VideoWriter(tmp, float(rate))  # H.264 for mp4 where imageio-ffmpeg is installed
+            writer.write(frame)
             n += 1
             if bar is not None:
                 bar.update(1)
     finally:
         capture.release()
         if writer is not None:
-            writer.release()
+            writer.close()
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start

@@ -11,7 +11,7 @@ import pytest
 
 import jaxvx
 from jaxvx import io
-from jaxvx.io import _video
+from jaxvx.io import _video, _writer
 
 VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".mov", ".webm"}
 SMALL_AVI = "ucf101_apply_eye_makeup.avi"
@@ -305,14 +305,16 @@ def test_crash_during_write_leaves_old_file_and_no_partial(tmp_path, monkeypatch
         io.write_video(path, np.zeros((6, 8, 8, 3), np.uint8), 5, lossless=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
     np.testing.assert_array_equal(io.read_video(path), old)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(_writer, "_ffmpeg_exe", lambda: None)  # OpenCV's mp4v writer
+    with pytest.raises(KeyboardInterrupt), pytest.warns(io.CodecWarning):
         io.write_video(tmp_path / "new.mp4", np.zeros((6, 8, 8, 3), np.uint8), 5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
 
 
 def test_writer_that_does_not_open(tmp_path, monkeypatch):
     monkeypatch.setattr(_video.cv2, "VideoWriter", _Writer(opens=False))
-    with pytest.raises(jaxvx.VideoError, match="did not open") as exc:
+    monkeypatch.setattr(_writer, "_ffmpeg_exe", lambda: None)  # OpenCV's mp4v writer
+    with pytest.raises(jaxvx.VideoError, match="did not open") as exc, pytest.warns(io.CodecWarning):
         io.write_video(tmp_path / "a.mp4", np.zeros((1, 8, 8, 3), np.uint8), 5)
     assert "a.mp4" in str(exc.value)
     assert list(tmp_path.iterdir()) == []

@@ -1,35 +1,36 @@
 """Video files and model inputs: decode/encode, frame sampling, preprocessing.
 
-- :func:`read_video`, :func:`video_info`, :func:`write_video`: uint8 ``[T, H, W, 3]`` RGB clips to and from files
-  (OpenCV's FFmpeg backend); broken files raise :class:`jaxvx.VideoError`.
-- :func:`snippet_indices`, :func:`segment_indices`: which frames form a clip (strided snippets with exact rational
-  steps and padding; one frame per equal segment).
+- :func:`read_video`, :func:`read_sampled`, :func:`video_info`, :func:`write_video`, :class:`VideoWriter`: uint8
+  ``[T, H, W, 3]`` RGB clips to and from files (OpenCV's FFmpeg backend, numpy for uncompressed AVI, libx264 for
+  mp4 with imageio-ffmpeg), decoding only the frames asked for; broken files raise :class:`jaxvx.VideoError`
+  naming the reason (:func:`path_problem`).
+- :func:`snippet_indices`, :func:`snippet_span`, :func:`segment_indices`: which frames form a clip (strided
+  snippets with exact rational steps and padding, and how many frames they read; one frame per equal segment).
 - :func:`preprocess` and :data:`PRESETS`: resize, centre crop and normalise into float32 model input (jittable).
 """
 
 from jaxvx.io._preprocess import KINETICS_MEAN, KINETICS_STD, PRESETS, SPORTS1M_MEAN, preprocess
-from jaxvx.io._sampling import segment_indices, snippet_indices
-from jaxvx.io._video import (
-    WRITE_EXTENSIONS,
-    TruncatedVideoWarning,
-    VideoInfo,
-    read_video,
-    video_info,
-    write_video,
-)
+from jaxvx.io._sampling import segment_indices, snippet_indices, snippet_span
+from jaxvx.io._video import TruncatedVideoWarning, VideoInfo, path_problem, read_sampled, read_video, video_info
+from jaxvx.io._writer import WRITE_EXTENSIONS, CodecWarning, VideoWriter, write_video
 
 __all__ = [
+    "CodecWarning",
     "KINETICS_MEAN",
     "KINETICS_STD",
     "PRESETS",
     "SPORTS1M_MEAN",
     "TruncatedVideoWarning",
     "VideoInfo",
+    "VideoWriter",
     "WRITE_EXTENSIONS",
+    "path_problem",
     "preprocess",
+    "read_sampled",
     "read_video",
     "segment_indices",
     "snippet_indices",
+    "snippet_span",
     "video_info",
     "write_video",
 ]

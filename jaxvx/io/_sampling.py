@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["snippet_indices", "segment_indices", "PAD_MODES", "SEGMENT_POSITIONS"]
+__all__ = ["snippet_indices", "snippet_span", "segment_indices", "PAD_MODES", "SEGMENT_POSITIONS"]
 
 PAD_MODES = ("loop", "edge", "error")
 SEGMENT_POSITIONS = ("center", "start", "random")
@@ -122,6 +122,19 @@ def snippet_indices(num_frames: int, length: int = 16, step=1, offset: int = 0, 
         else:
             idx = np.minimum(idx, num_frames - 1)
     return np.asarray(idx, dtype=np.int64)
+
+
+def snippet_span(length: int = 16, step=1, offset: int = 0) -> int:
+    """Frames a snippet reads from the start of a video: ``offset + floor((length - 1) * step) + 1``.
+
+    :func:`snippet_indices` of a video of ``N`` frames equals that of its first ``min(N, span)`` frames (a
+    shorter video is padded either way), so decoding ``max_frames=span`` gives the same snippet as decoding all.
+    Arguments as :func:`snippet_indices`.
+    """
+    length = _check_int("length", length, 1)
+    offset = _check_int("offset", offset, 0)
+    frac = _as_fraction(step)
+    return offset + ((length - 1) * frac.numerator) // frac.denominator + 1
 
 
 def segment_indices(num_frames: int, length: int = 16, *, position: str = "center", rng=None) -> np.ndarray:
