@@ -13,8 +13,10 @@ derivatives of any order and ``vmap``:
 - ``vmap``: the batched axes lead the operands (XLA FFI's ``expand_dims``); where the kernel is not batched the
   library folds them into the batch, else it loops over them.
 
-The library (``jaxvx/_onednn_conv*.so``, built by ``pip install`` when a C++ compiler and oneDNN's wheels are there)
-is optional: :func:`available` says whether it loaded, :func:`load_error` why not.
+The library (``jaxvx/_onednn_conv*.so``) is optional and built on request only: ``JAXVX_BUILD_ONEDNN=1 pip install
+"jaxvx[onednn]"`` (Linux x86-64, a C++17 compiler; the ``onednn`` extra brings oneDNN's runtime library, the
+``onednn-cpu-gomp`` wheel). :func:`available` says whether it loaded, :func:`load_error` why not; without it the models
+run XLA's convolutions (``jaxvx.models.conv_form``).
 """
 
 from __future__ import annotations
@@ -44,17 +46,27 @@ _PLAIN_MAX_CHANNELS = 4
 # backward-data kernel and 119 ms for XLA's), with O >= 64 by its plain backward-data kernel (O = 64, batch 1:
 # 40 ms, flipped 57 ms, XLA 112 ms).
 _FLIPPED_MAX_OUT = 64
+# how to get the library where it is missing (setup.py's switch, pyproject.toml's extra)
+_INSTALL = 'JAXVX_BUILD_ONEDNN=1 pip install "jaxvx[onednn]"'
+
+
+def _library_files() -> list[str]:
+    """The built extension beside jaxvx's ``__init__.py`` (``jaxvx/_onednn_conv*.so``), sorted; empty if none."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return sorted(glob.glob(os.path.join(here, "_onednn_conv*.so")))
 
 
 @functools.cache
 def _load():
     """Loads oneDNN and jaxvx's library and registers the custom calls; returns (library, error message)."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    found = sorted(glob.glob(os.path.join(here, "_onednn_conv*.so")))
+    found = _library_files()
     if not found:
-        return None, "jaxvx was installed without its oneDNN library (see README: a C++ compiler is needed)"
+        return None, f"jaxvx was built without its oneDNN library (to build it: {_INSTALL}; Linux x86-64, g++)"
     try:
         dist = metadata.distribution("onednn-cpu-gomp")
+    except metadata.PackageNotFoundError:
+        return None, f"oneDNN's runtime library, the onednn-cpu-gomp wheel, is not installed ({_INSTALL})"
+    try:
         libs = [str(dist.locate_file(f)) for f in dist.files or () if f.name.startswith("libdnnl.so.")]
         # load oneDNN by path first, so that the library's dependency on its soname resolves to it
         for path in sorted(libs, key=len):
