@@ -120,6 +120,7 @@ def test_uncompressed_avi_prefix_indices_and_truncation(tmp_path):
     path.write_bytes(dib_avi(frames))
     np.testing.assert_array_equal(io.read_video(path, max_frames=3), frames[:3])
     np.testing.assert_array_equal(io.read_video(path, indices=[7, 2, 7]), frames[[7, 2, 7]])
+    np.testing.assert_array_equal(np.stack(list(io.iter_frames(path))), frames)  # what jaxvx stream can read
     whole = path.read_bytes()
     frame_chunk = 8 + len(dib_frame(frames[0]))
     cut = whole.index(b"movi") + 4 + 6 * frame_chunk + 100  # inside frame 6
@@ -366,6 +367,16 @@ def test_interrupted_h264_write_leaves_nothing(tmp_path):
             writer.write(noise(1, 16, 16)[0])
             raise KeyboardInterrupt
     assert os.listdir(tmp_path) == []
+
+
+def test_iter_frames_checks_the_path_at_the_call(tmp_path, long_clip):
+    with pytest.raises(jaxvx.VideoError, match="no such file"):
+        io.iter_frames(tmp_path / "absent.avi")
+    path, full = long_clip
+    frames = io.iter_frames(path)
+    np.testing.assert_array_equal(next(frames), full[0])
+    np.testing.assert_array_equal(next(frames), full[1])
+    frames.close()
 
 
 def test_writer_checks_each_frame(tmp_path):

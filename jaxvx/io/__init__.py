@@ -1,9 +1,9 @@
 """Video files and model inputs: decode/encode, frame sampling, preprocessing.
 
-- :func:`read_video`, :func:`read_sampled`, :func:`video_info`, :func:`write_video`, :class:`VideoWriter`: uint8
-  ``[T, H, W, 3]`` RGB clips to and from files (OpenCV's FFmpeg backend, numpy for uncompressed AVI, libx264 for
-  mp4 with imageio-ffmpeg), decoding only the frames asked for; broken files raise :class:`jaxvx.VideoError`
-  naming the reason (:func:`path_problem`).
+- :func:`read_video`, :func:`read_sampled`, :func:`iter_frames`, :func:`video_info`, :func:`write_video`,
+  :class:`VideoWriter`: uint8 ``[T, H, W, 3]`` RGB clips to and from files (OpenCV's FFmpeg backend, numpy for
+  uncompressed AVI, libx264 for mp4 with imageio-ffmpeg), decoding only the frames asked for; broken files raise
+  :class:`jaxvx.VideoError` naming the reason (:func:`path_problem`).
 - :func:`snippet_indices`, :func:`snippet_span`, :func:`segment_indices`: which frames form a clip (strided
   snippets with exact rational steps and padding, and how many frames they read; one frame per equal segment).
 - :func:`preprocess` and :data:`PRESETS`: resize, centre crop and normalise into float32 model input (jittable).
@@ -11,7 +11,15 @@
 
 from jaxvx.io._preprocess import KINETICS_MEAN, KINETICS_STD, PRESETS, SPORTS1M_MEAN, preprocess
 from jaxvx.io._sampling import segment_indices, snippet_indices, snippet_span
-from jaxvx.io._video import TruncatedVideoWarning, VideoInfo, path_problem, read_sampled, read_video, video_info
+from jaxvx.io._video import (
+    TruncatedVideoWarning,
+    VideoInfo,
+    iter_frames,
+    path_problem,
+    read_sampled,
+    read_video,
+    video_info,
+)
 from jaxvx.io._writer import WRITE_EXTENSIONS, CodecWarning, VideoWriter, write_video
 
 __all__ = [
@@ -24,6 +32,7 @@ __all__ = [
     "VideoInfo",
     "VideoWriter",
     "WRITE_EXTENSIONS",
+    "iter_frames",
     "path_problem",
     "preprocess",
     "read_sampled",

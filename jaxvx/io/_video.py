@@ -31,6 +31,7 @@ import numbers
 import os
 import stat
 import warnings
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import cv2
@@ -39,7 +40,8 @@ import numpy as np
 from jaxvx._errors import VideoError
 from jaxvx.io._avi import dib_layout, read_dib_frame
 
-__all__ = ["VideoInfo", "TruncatedVideoWarning", "read_video", "read_sampled", "video_info", "path_problem"]
+__all__ = ["VideoInfo", "TruncatedVideoWarning", "iter_frames", "read_video", "read_sampled", "video_info",
+           "path_problem"]
 
 _MAX_PREALLOCATED_FRAMES = 4096
 
@@ -419,6 +421,28 @@ def read_sampled(path, sample) -> tuple[np.ndarray, np.ndarray]:
     _warn_if_short(p, n, claimed, claimed)
     idx = _sampled_indices(sample, n, p)
     return read_video(p, indices=idx), idx
+
+
+def iter_frames(path) -> Iterator[np.ndarray]:
+    """The frames of a video file one at a time, each uint8 ``[H, W, 3]`` RGB, holding one frame at a time.
+
+    The file is checked and opened at the call (errors as :func:`read_video`), decoded as the iterator advances,
+    and closed when it is exhausted or closed. Uncompressed AVI is read with numpy, as by :func:`read_video`.
+    """
+    p, reader = _open(path)
+    return _frames(p, reader)
+
+
+def _frames(p: str, reader) -> Iterator[np.ndarray]:
+    try:
+        first = _first_frame(p, reader)
+        yield first
+        t = 1
+        while (frame := reader.read()) is not None:
+            yield _checked(p, frame, t, first.shape)
+            t += 1
+    finally:
+        reader.close()
 
 
 def video_info(path) -> VideoInfo:
