@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxvx import _program as P
 from jaxvx.lrp._pool import fast_pools
-from jaxvx.methods._common import check_video, resolve_target
+from jaxvx.methods._common import check_video, guarded, resolve_target
 from jaxvx.methods._gradient import guided_backprop
 
 __all__ = ["gradcam", "guided_gradcam", "saliency_tubes", "upsample", "interpolation_matrix", "INTERPOLATIONS",
@@ -134,6 +134,7 @@ def gradcam(layer, *, pooling: str = "global", relu: bool = True, interpolation:
     _check_choice("interpolation", interpolation, INTERPOLATIONS)
     _check_layer(layer)
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         cam, _ = _cam(forward, video, target, layer, pooling, relu)
@@ -152,6 +153,7 @@ def guided_gradcam(layer, *, pooling: str = "global", interpolation: str = "near
     _check_layer(layer)
     gb = guided_backprop()
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         cam, target = _cam(forward, video, target, layer, pooling, True)
@@ -174,6 +176,7 @@ def saliency_tubes(layer, head, *, interpolation: str = "spline", normalize: boo
     _check_layer(layer)
     _check_layer(head, "head")
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         program = P.trace(forward, video)

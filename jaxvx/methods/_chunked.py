@@ -7,7 +7,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxvx.methods._common import check_batch_size, check_video, points_per_pass, resolve_target
+from jaxvx.methods._common import check_batch_size, check_video, guarded, points_per_pass, resolve_target
 
 __all__ = ["chunked"]
 
@@ -39,6 +39,7 @@ def chunked(method: Callable, batch_size: int | str | None = "auto") -> Callable
         raise TypeError(f"method: expected a method (callable), got {method!r}")
     batch_size = check_batch_size(batch_size)
 
+    @guarded
     def run(forward, video, target=None, *, key=None):
         video = check_video(video)
         b = video.shape[0]
@@ -46,7 +47,7 @@ def chunked(method: Callable, batch_size: int | str | None = "auto") -> Callable
         if k >= b:
             return method(forward, video, target, key=key)
         if target is not None:
-            target = resolve_target(jnp.zeros((b, 1)), target)  # checked against the batch, as [B] int32
+            target = resolve_target(jnp.zeros((b, 1)), target, check_range=False)  # checked against the batch, as [B] int32
         n = -(-b // k)
         pad = n * k - b
 

@@ -7,18 +7,31 @@ A method is a pure function ``relevance = method(forward, video, target, *, key=
   predicted class;
 - ``key``: a ``jax.random`` key for methods that draw noise, else ignored;
 - ``relevance``: the shape of ``video`` unless the method says otherwise.
+
+Bad input (:func:`guarded`, which every method of :mod:`jaxvx.methods` is wrapped in):
+
+- checked eagerly, a ``ValueError`` naming the argument, the expected and the actual value: an empty video
+  (``B = 0`` or any other axis 0); NaN or inf in a concrete video; a concrete target outside ``[0, K)`` (``-1`` is
+  an error, not the last class); a video the model's parameters do not fit (Flax's shape error about a layer,
+  named with the video's shape);
+- under ``jax.jit`` (a traced video or target), where nothing can be checked before the computation runs: the
+  result of every clip whose video holds NaN or inf or whose target is outside ``[0, K)`` is all NaN. A map is never
+  silently zero or finite for such a clip; :func:`jaxvx.pipeline.run` and the CLI turn a NaN map into an error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable
 from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["Method", "check_batch_size", "check_positive_int", "check_video", "points_per_pass", "resolve_target",
-           "select"]
+__all__ = ["Method", "check_batch_size", "check_positive_int", "check_video", "guarded", "is_traced", "points_per_pass",
+           "resolve_target", "select"]
 
 
 def check_positive_int(name: str, value) -> int:
@@ -44,18 +57,114 @@ def check_video(video, *, name: str = "video", rank: int = 5) -> jax.Array:
     return video
 
 
-def resolve_target(logits: jax.Array, target) -> jax.Array:
-    """int32 ``[B]`` target classes: ``target`` itself (checked against ``logits`` ``[B, K]``), or the argmax."""
+def resolve_target(logits: jax.Array, target, *, check_range: bool = True) -> jax.Array:
+    """int32 ``[B]`` target classes: ``target`` itself (checked against ``logits`` ``[B, K]``: its shape, and when it
+    is concrete its range ``[0, K)`` unless ``check_range=False``), or the argmax."""
     if target is None:
         return jnp.argmax(jax.lax.stop_gradient(logits), axis=-1).astype(jnp.int32)
-    target = jnp.asarray(target)
+    target = target if is_traced(target) else np.asarray(target)
     if not jnp.issubdtype(target.dtype, jnp.integer):
         raise ValueError(f"target must be an int array [B], got dtype {target.dtype}")
+    if check_range:
+        check_target_range(target, logits.shape[-1])
     if target.ndim == 0:
         target = jnp.broadcast_to(target, logits.shape[:1])
     if target.shape != logits.shape[:1]:
         raise ValueError(f"target must have shape [B] = {tuple(logits.shape[:1])}, got {tuple(target.shape)}")
-    return target.astype(jnp.int32)
+    return jnp.asarray(target, jnp.int32)
+
+
+def is_traced(*trees) -> bool:
+    """Whether any leaf of ``trees`` is a tracer (the caller runs under ``jit``, ``vmap`` or ``grad``)."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(trees))
+
+
+def check_target_range(target, num_classes: int) -> None:
+    """A ValueError if a concrete ``target`` holds a class outside ``[0, num_classes)``; a traced one passes."""
+    if target is None or is_traced(target):
+        return
+    t = np.asarray(target)
+    if np.any((t < 0) | (t >= num_classes)):
+        raise ValueError(f"target must hold classes in [0, {num_classes}) (the model's {num_classes} outputs), got "
+                         f"{t.tolist()}")
+
+
+def _check_input(video) -> None:
+    """Eager checks of a concrete ``video`` (see the module docstring)."""
+    shape = tuple(getattr(video, "shape", ()))
+    if not shape:
+        return  # not an array: the method's own check names it
+    if shape[0] == 0 or 0 in shape:
+        raise ValueError(f"video must hold at least one clip with no empty axis ([B, T, H, W, C], B >= 1), got shape "
+                         f"{shape}")
+    if is_traced(video) or not jnp.issubdtype(jnp.asarray(video).dtype, jnp.floating):
+        return
+    with jax.ensure_compile_time_eval():  # concrete even inside another function's trace
+        finite = jnp.isfinite(video)
+        ok = bool(jnp.all(finite))
+    if not ok:
+        finite = np.asarray(finite)
+        bad = int(finite.size - finite.sum())
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(f"video must be finite, got {bad} NaN or inf value(s) (the first at index {first})")
+
+
+def _num_classes(forward, video) -> int:
+    """The model's number of outputs K, from the shapes alone; a video the parameters do not fit is named."""
+    with _naming_the_input(video):
+        return int(jax.eval_shape(forward, video).shape[-1])
+
+
+@contextlib.contextmanager
+def _naming_the_input(video):
+    """Flax's parameter shape error (raised when an input of another size meets the model's weights) re-raised as a
+    ValueError that names the video's shape."""
+    try:
+        yield
+    except Exception as err:
+        if type(err).__name__ != "ScopeParamShapeError":
+            raise
+        raise ValueError(f"video of shape {tuple(video.shape)} does not fit the model: {err}. Give the input size the "
+                         "model was built for (a checkpoint's card records it as input_shape)") from None
+
+
+def _poison(result, bad: jax.Array):
+    """Every floating leaf ``[B, ...]`` of ``result`` set to NaN in the rows where ``bad`` ``[B]`` is True."""
+
+    def leaf(x):
+        if not hasattr(x, "shape") or x.ndim == 0 or x.shape[0] != bad.shape[0] or not jnp.issubdtype(
+                x.dtype, jnp.floating):
+            return x
+        return jnp.where(bad.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.asarray(jnp.nan, x.dtype), x)
+
+    return jax.tree_util.tree_map(leaf, result)
+
+
+def guarded(method: Callable) -> Callable:
+    """``method`` with the input checks of the module docstring: eager errors for concrete bad input, a NaN result
+    for a clip whose traced video holds NaN or inf or whose traced target is outside the classes."""
+
+    @functools.wraps(method)
+    def checked(forward, video, target=None, *, key=None):
+        _check_input(video)
+        if target is not None and not is_traced(target):
+            shape = jnp.shape(target)
+            if shape not in ((), tuple(video.shape[:1])):
+                raise ValueError(f"target must have shape [B] = {tuple(video.shape[:1])}, got {shape}")
+            check_target_range(target, _num_classes(forward, video))
+        traced = is_traced(video) or is_traced(target)
+        with _naming_the_input(video):
+            result = method(forward, video, target, key=key)
+        if not traced:
+            return result
+        v = jnp.asarray(video)
+        bad = ~jnp.all(jnp.isfinite(v.reshape(v.shape[0], -1)), axis=1)
+        if target is not None:
+            t = jnp.broadcast_to(jnp.asarray(target), v.shape[:1])
+            bad = bad | (t < 0) | (t >= _num_classes(forward, v))
+        return _poison(result, bad)
+
+    return checked
 
 
 def select(logits: jax.Array, target: jax.Array) -> jax.Array:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx.methods._common import check_positive_int, check_video, resolve_target
+from jaxvx.methods._common import check_positive_int, check_video, guarded, is_traced, resolve_target
 from jaxvx.methods._extremal import (
     ExtremalResult,
     _check_areas,
@@ -32,7 +32,6 @@ from jaxvx.methods._extremal import (
     area_loss,
     area_zeros,
     Program,
-    _is_traced,
     geometric_schedule,
     mask_generator,
     perturbation_pyramid,
@@ -213,6 +212,7 @@ def _video_perturbation(areas, *, evenly, temporal_sigma, core, variant, reward,
 
         return Program(prepare, objective, finish)
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         del key
         video = check_video(video)
@@ -359,6 +359,7 @@ def min_preservation_ratio(areas: Sequence[float] = tuple(np.round(np.arange(1, 
     kind = settings.get("perturbation", "blur")
     levels = settings.get("num_levels", 8)
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         b, n = video.shape[0], len(areas)
@@ -375,7 +376,7 @@ def min_preservation_ratio(areas: Sequence[float] = tuple(np.round(np.arange(1, 
             ratio = jnp.where(passed.any(axis=1), grid[jnp.argmax(passed, axis=1)], jnp.nan)
             return ratio, prob, passed, grid
 
-        if not _is_traced(video, target):
+        if not is_traced(video, target):
             score = jax.jit(score)
         return PreservationResult(*score(video, target, result.masks), result)
 

@@ -10,7 +10,7 @@ from jaxvx import lrp
 from jaxvx.lrp import _rules as R
 from jaxvx.lrp._engine import handler_for
 from jaxvx.methods._cam import INTERPOLATIONS, clip_maps, upsample
-from jaxvx.methods._common import check_video, resolve_target
+from jaxvx.methods._common import check_video, guarded, resolve_target
 
 __all__ = ["excitation_backprop", "contrastive_excitation_backprop"]
 
@@ -41,6 +41,7 @@ def excitation_backprop(layer=None, *, stabilizer: float = 1e-6, interpolation: 
     if layer is not None and (not isinstance(layer, str) or not layer):
         raise TypeError(f"layer: expected a layer path such as 'conv5b' or 'Mixed_5c', or None, got {layer!r}")
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         if layer is None:
@@ -89,6 +90,7 @@ def contrastive_excitation_backprop(layer=None, *, features="cnn", classifier="c
         raise TypeError(f"layer: expected a layer path such as 'cnn/conv5_3', or None, got {layer!r}")
     eps = R._check_eps("stabilizer", stabilizer)
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         program = P.trace(forward, video)

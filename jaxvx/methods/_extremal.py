@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxvx.methods._common import check_positive_int, check_video, resolve_target
+from jaxvx.methods._common import check_positive_int, check_video, guarded, is_traced, resolve_target
 
 __all__ = [
     "ExtremalResult",
@@ -340,8 +340,6 @@ def geometric_schedule(start: float, factor: float, num: int) -> np.ndarray:
 LOOPS = ("auto", "scan", "python")
 
 
-def _is_traced(*xs) -> bool:
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(xs))
 
 
 def resolve_loop(loop: str, traced: bool) -> str:
@@ -413,7 +411,7 @@ def run(build: Callable, forward: Callable, video, target, *, optimizer: optax.G
     ``forward`` in ``cache`` (a weak dictionary), so calling a method again on clips of the same shape does not
     compile again.
     """
-    traced = _is_traced(video, target)
+    traced = is_traced(video, target)
     loop = resolve_loop(loop, traced)
     if traced:
         return _compile(build(forward), optimizer, schedule)[0](video, target)
@@ -619,6 +617,7 @@ def extremal_perturbation(areas: Sequence[float] | float = (0.1,), *, variant: s
 
         return Program(prepare, objective, finish)
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         del key
         _as_clips(video)  # checks the input before tracing

@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxvx import _program as P
 from jaxvx.lrp._pool import fast_pools
-from jaxvx.methods._common import check_batch_size, check_video, points_per_pass, resolve_target
+from jaxvx.methods._common import check_batch_size, check_video, guarded, points_per_pass, resolve_target
 
 __all__ = [
     "gradient",
@@ -64,6 +64,7 @@ def gradient(squared: bool = False, absolute: bool = False):
     if squared and absolute:
         raise ValueError("squared, absolute: choose at most one (squared gradients are already non-negative)")
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         g, _, _ = _target_grad(forward, video, target)
@@ -80,6 +81,7 @@ def gradient(squared: bool = False, absolute: bool = False):
 def gradient_x_input():
     """``x * d f_c / d x`` (elementwise), shape of ``video``."""
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         g, _, _ = _target_grad(forward, video, target)
@@ -149,6 +151,7 @@ def integrated_gradients(steps: int = 50, method: str = "gausslegendre", baselin
     alphas_all, weights_all = ig_alphas(steps, method)
     batch_size = check_batch_size(batch_size)
 
+    @guarded
     def attribution(forward, video, target=None, *, key=None):
         k = points_per_pass(batch_size, len(alphas_all))
         pad = (-len(alphas_all)) % k
@@ -159,7 +162,7 @@ def integrated_gradients(steps: int = 50, method: str = "gausslegendre", baselin
         if target is None:
             target = resolve_target(forward(video), None)
         else:
-            target = resolve_target(jnp.zeros(video.shape[:1] + (1,)), target)
+            target = resolve_target(jnp.zeros(video.shape[:1] + (1,)), target, check_range=False)
         diff = video - x0
         b = video.shape[0]
         tiled = jnp.tile(target, k)
@@ -203,6 +206,7 @@ def smoothgrad(base: Callable | None = None, n: int = 20, noise: float = 0.1, ba
         raise ValueError(f"noise: expected a number >= 0, got {noise!r}")
     batch_size = check_batch_size(batch_size)
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         k = points_per_pass(batch_size, n)
         chunks = -(-n // k)
@@ -212,7 +216,7 @@ def smoothgrad(base: Callable | None = None, n: int = 20, noise: float = 0.1, ba
         if target is None:
             target = resolve_target(forward(video), None)
         else:
-            target = resolve_target(jnp.zeros(video.shape[:1] + (1,)), target)
+            target = resolve_target(jnp.zeros(video.shape[:1] + (1,)), target, check_range=False)
         b = video.shape[0]
         axes = tuple(range(1, video.ndim))
         sigma = noise * (jnp.max(video, axes, keepdims=True) - jnp.min(video, axes, keepdims=True))
@@ -238,6 +242,7 @@ def smoothgrad(base: Callable | None = None, n: int = 20, noise: float = 0.1, ba
 
 
 def _relu_method(name: str, backward: Callable):
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
 

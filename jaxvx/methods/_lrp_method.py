@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jaxvx import lrp as _lrp
-from jaxvx.methods._common import check_video
+from jaxvx.methods._common import check_video, guarded
 
 __all__ = ["lrp"]
 
@@ -28,6 +28,7 @@ def lrp(composite, *, seed: str = "logit"):
     if seed not in _lrp.SEEDS:
         raise ValueError(f"seed: expected one of {_lrp.SEEDS}, got {seed!r}")
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         rel, _, _ = _lrp.relevance(forward, video, target, composite, seed_kind=seed)

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx.methods._common import (check_batch_size, check_positive_int, check_video, points_per_pass, resolve_target,
-                                  select)
+from jaxvx.methods._common import (check_batch_size, check_positive_int, check_video, guarded, is_traced,
+                                  points_per_pass, resolve_target, select)
 
 __all__ = ["occlusion", "frame_masking", "broadcast_frames", "SCORES"]
 
@@ -70,8 +70,6 @@ def _window_matrix(size: int, window: int, stride: int) -> np.ndarray:
     return ((idx[None] >= starts[:, None]) & (idx[None] < starts[:, None] + window)).astype(np.float32)
 
 
-def _is_traced(tree) -> bool:
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -107,7 +105,7 @@ def evaluate_many(one: Callable, settings: tuple, n: int, args, batch_size: int 
       for them the jitted program is as fast as the eager chunks or faster; for other models call eagerly on CPU.
     """
     size = max(1, points_per_pass(batch_size, n, AUTO_BATCH_ACCELERATOR))
-    if _is_traced(args):
+    if is_traced(args):
         return jax.lax.map(lambda i: one(i, args, settings), jnp.arange(n), batch_size=size)
     outs = [_chunk(one, settings, jnp.asarray(np.minimum(np.arange(start, start + size), n - 1), jnp.int32), args)
             for start in range(0, n, size)]
@@ -131,7 +129,7 @@ def _sliding_drops(forward, video, target, window, stride, baseline, score, batc
     _, t, h, w, _ = video.shape
     mats = [_window_matrix(size, win, st) for size, win, st in zip((t, h, w), window, stride)]
     counts = tuple(m.shape[0] for m in mats)
-    logits = forward(video) if _is_traced(video) else jit_forward(forward, video)
+    logits = forward(video) if is_traced(video) else jit_forward(forward, video)
     target = resolve_target(logits, target)
     base_score = _score(logits, target, score)
     baseline = jnp.asarray(baseline, video.dtype)
@@ -181,6 +179,7 @@ def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] |
     _check_score(score)
     check_batch_size(batch_size, allow_none=False)
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         del key
         video = check_video(video)
@@ -222,6 +221,7 @@ def frame_masking(width: int = 1, *, stride: int = 1, baseline: float | jax.Arra
     _check_score(score)
     check_batch_size(batch_size, allow_none=False)
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         del key
         video = check_video(video)

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx.methods._common import check_batch_size, check_video, resolve_target
-from jaxvx.methods._occlusion import _is_traced, evaluate_many, jit_forward
+from jaxvx.methods._common import check_batch_size, check_video, guarded, is_traced, resolve_target
+from jaxvx.methods._occlusion import evaluate_many, jit_forward
 
 __all__ = ["tsr", "tsr_num_selected"]
 
@@ -117,12 +117,13 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
         raise ValueError(f"block must be a (height, width) pair of positive ints, got {block!r}")
     check_batch_size(batch_size, allow_none=False)
 
+    @guarded
     def method(forward, video, target=None, *, key=None):
         video = check_video(video)
         b, t, h, w, _ = video.shape
         if not one_step and (block[0] > h or block[1] > w):
             raise ValueError(f"block {block} is larger than the frames ({h} x {w})")
-        eager = not _is_traced((video, target, key))
+        eager = not is_traced((video, target, key))
         target = resolve_target(jit_forward(forward, video) if eager else forward(video), target)
         fill = jnp.asarray(baseline, video.dtype)
         r0 = _call_base(base, forward, video, target, key) if eager else base(forward, video, target, key=key)

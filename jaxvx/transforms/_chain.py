@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
+import jax.numpy as jnp
+
 __all__ = ["chain", "named_chain", "RAW"]
 
 #: Key of the method's own output in the dict returned by a :func:`named_chain` method.
@@ -39,16 +41,27 @@ def chain(method: Callable, *transforms: Callable) -> Callable:
         _check_callable(f"transforms[{i}]", t)
 
     def chained(forward, video, target=None, *, key=None):
-        relevance = method(forward, video, target, key=key)
+        raw = method(forward, video, target, key=key)
+        relevance = raw
         for transform in transforms:
             relevance = transform(relevance)
-        return relevance
+        return _keep_nan_rows(raw, relevance)
 
     name = f"chain({', '.join([_name(method), *map(_name, transforms)])})"
     chained.__name__ = chained.__qualname__ = name
     chained.method = method
     chained.transforms = tuple(transforms)
     return chained
+
+
+def _keep_nan_rows(raw, relevance):
+    """``relevance`` with every row ``b`` all NaN where the method's own map ``raw`` ``[B, ...]`` holds NaN or inf in
+    that row: a transform (a threshold, a frame share) must not turn a failed map into a finite one."""
+    if not (hasattr(raw, "shape") and hasattr(relevance, "shape")) or raw.ndim == 0 or relevance.ndim == 0 or \
+            relevance.shape[0] != raw.shape[0] or not jnp.issubdtype(relevance.dtype, jnp.floating):
+        return relevance
+    bad = ~jnp.all(jnp.isfinite(raw.reshape(raw.shape[0], -1)), axis=1)
+    return jnp.where(bad.reshape((-1,) + (1,) * (relevance.ndim - 1)), jnp.nan, relevance)
 
 
 def named_chain(method: Callable, *transforms: tuple[str, Callable]) -> Callable:
@@ -79,7 +92,7 @@ def named_chain(method: Callable, *transforms: tuple[str, Callable]) -> Callable
         current = out[RAW]
         for name, transform in transforms:
             current = transform(current)
-            out[name] = current
+            out[name] = _keep_nan_rows(out[RAW], current)
         return out
 
     label = f"named_chain({', '.join([_name(method), *(f'{n}={_name(f)}' for n, f in transforms)])})"
