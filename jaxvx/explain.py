@@ -348,6 +348,29 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
     return paths
 
 
+def _camera_frames(index: int):
+    """``(frames, fps)``: an iterator of RGB frames ``[H, W, 3]`` from camera ``index``, and its frame rate."""
+    import cv2
+
+    from jaxvx import VideoError
+
+    capture = cv2.VideoCapture(index)
+    if not capture.isOpened():
+        raise VideoError(f"{index}: cannot open this camera")
+
+    def frames():
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    return
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        finally:
+            capture.release()
+
+    return frames(), capture.get(cv2.CAP_PROP_FPS)
+
+
 def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "deep_taylor",
            selective_sigma: float | None = None, max_frames: int | None = None, fps: float | None = None,
            progress: bool = True) -> dict[str, Any]:
@@ -363,10 +386,8 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
     """
     import collections
 
-    import cv2
-
     from jaxvx import VideoError, checkpoints, transforms
-    from jaxvx.io import VideoWriter, preprocess
+    from jaxvx.io import VideoWriter, iter_frames, preprocess, video_info
     from jaxvx.viz import overlay
 
     model, variables, card = checkpoints.load(checkpoint)
@@ -387,10 +408,11 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
     pp = dict(card.get("preprocess", {}))
     view_pp = {**pp, "mean": (0.0, 0.0, 0.0), "std": (1 / 255, 1 / 255, 1 / 255)}
     camera = isinstance(source, int) or (isinstance(source, str) and source.isdigit())
-    capture = cv2.VideoCapture(int(source) if camera else os.fspath(source))
-    if not capture.isOpened():
-        raise VideoError(f"{source}: cannot open this {'camera' if camera else 'video'}")
-    rate = fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
+    if camera:
+        frames, rate = _camera_frames(int(source))
+    else:  # jaxvx.io's readers: uncompressed AVI with numpy (OpenCV corrupts its heap on some), the rest with OpenCV
+        frames, rate = iter_frames(source), video_info(source).fps
+    rate = fps or rate or 25.0
     out = os.fspath(out)
     tmp = os.path.join(os.path.dirname(os.path.abspath(out)), "." + os.path.basename(out) + ".part"
                        + os.path.splitext(out)[1])
@@ -403,12 +425,12 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
 
         bar = tqdm(desc="jaxvx stream", unit="frame")
     start = time.perf_counter()
+    failed = True
     try:
-        while max_frames is None or n < max_frames:
-            ok, bgr = capture.read()
-            if not ok:
+        for frame_rgb in frames:
+            if max_frames is not None and n >= max_frames:
                 break
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None]
+            rgb = frame_rgb[None]
             window.append(np.asarray(preprocess(rgb, **pp))[0])
             view = _display_size(np.clip(np.asarray(preprocess(rgb, **view_pp)).round(), 0, 255).astype(np.uint8))
             if len(window) == t_model:
@@ -424,10 +446,11 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
             n += 1
             if bar is not None:
                 bar.update(1)
+        failed = False
     finally:
-        capture.release()
+        frames.close()
         if writer is not None:
-            writer.close()
+            writer.abort() if failed else writer.close()  # an error leaves no partial file behind
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start

@@ -73,7 +73,7 @@ from jaxvx._pipeline_results import ResultsFile, ResultsLocked, jsonable, markdo
 from jaxvx._provenance import describe, tree_sha256, versions
 from jaxvx._pipeline_sweep import SWEEP_FILE, Sweep, step_label, sweep
 from jaxvx.io import preprocess as _preprocess
-from jaxvx.io import segment_indices, snippet_indices
+from jaxvx.io import segment_indices, snippet_indices, snippet_span
 
 __all__ = ["run", "Results", "ResultsLocked", "RESULTS_FILE", "SUMMARY_FILE", "sweep", "Sweep", "SWEEP_FILE", "step_label"]
 
@@ -444,6 +444,19 @@ def _forward_and_variables(forward, variables):
     return (lambda v, x: fn(x)), {}
 
 
+def _decoding_only_what_is_sampled(source, sampling: str, length: int, step, offset: int):
+    """A folder source that decodes whole files, made to decode only the frames the sampling takes: the first
+    :func:`jaxvx.io.snippet_span` frames for a snippet (its indices into them equal those into the whole file), or
+    the ``length`` segment frames themselves (whose segments of one frame each are those frames again)."""
+    from jaxvx.data import FolderVideos
+
+    if not isinstance(source, FolderVideos) or source.max_frames is not None or source.sample is not None:
+        return source
+    if sampling == "snippet":
+        return source.reading(max_frames=snippet_span(length, step, offset))
+    return source.reading(sample=functools.partial(segment_indices, length=length))
+
+
 def _is_indexable(source) -> bool:
     """A source with ``len`` and ``source[i]`` (read clip by clip, in any order) rather than one to iterate."""
     return isinstance(source, Sequence) or (hasattr(source, "__len__") and hasattr(source, "__getitem__"))
@@ -572,6 +585,7 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
     apply, variables = _forward_and_variables(forward, variables)
     pp_opts = _preprocess_options(preprocess)
     snippet_indices(max(length, 1), 1, step, 0)  # validates step early
+    source = _decoding_only_what_is_sampled(source, sampling, length, step, offset)
 
     process_index, process_count = jax.process_index(), jax.process_count()
     devices = jax.devices()

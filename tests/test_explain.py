@@ -255,3 +255,28 @@ def test_stream_of_a_clip_shorter_than_the_model_is_an_error(tiny_checkpoint, tm
     with pytest.raises(ValueError, match="2 frame\\(s\\) read, fewer than the 16 the model explains at once"):
         stream(tiny_checkpoint, str(clip), tmp_path / "s.avi", method="gradient", progress=False)
     assert not list(tmp_path.glob(".*part*")) and not (tmp_path / "s.avi").exists()
+
+
+_STREAM_IN_CHILD = """
+import sys
+from jaxvx.explain import stream
+r = stream(sys.argv[1], sys.argv[2], sys.argv[3], method="gradient", progress=False)
+print(r["frames"], r["explained"])
+"""
+
+
+def test_stream_reads_an_uncompressed_avi_without_crashing(tiny_checkpoint, tmp_path):
+    """A bottom-up BGR24 AVI corrupts OpenCV's heap on reading (SIGABRT); the stream reads it with jaxvx.io's
+    numpy reader. Run in a child so that a crash cannot take the test session down."""
+    import subprocess
+    import sys
+
+    from _avi import dib_avi
+
+    clip = tmp_path / "dib.avi"
+    clip.write_bytes(dib_avi(np.random.default_rng(0).integers(0, 256, (18, 48, 64, 3), dtype=np.uint8)))
+    done = subprocess.run([sys.executable, "-c", _STREAM_IN_CHILD, tiny_checkpoint, str(clip), str(tmp_path / "o.avi")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["18", "3"]
+    assert read_video(tmp_path / "o.avi").shape[0] == 18

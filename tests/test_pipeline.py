@@ -352,3 +352,34 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="metric 'spatial_pointing_game' cannot run"):
         prun(make_source(1), apply, input_gradient, variables=make_variables(), progress=False,
              transforms=[lambda r: r.sum(axis=(2, 3, 4))], metrics=["spatial_pointing_game"])
+
+
+def test_a_folder_source_decodes_only_the_frames_the_sampling_takes(tmp_path, monkeypatch):
+    """A 40-frame clip explained with snippets of T frames at offset 3 needs its first 3 + T frames: the pipeline
+    decodes no more, and its rows equal those of the whole clips decoded (as records in a list)."""
+    from jaxvx import io
+    from jaxvx.data import _folder, folder
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "clips" / cls).mkdir(parents=True)
+        io.write_video(tmp_path / "clips" / cls / "v.avi", rng.integers(0, 256, (40, S, S, 3), dtype=np.uint8), 8.0,
+                       lossless=True)
+    source = folder(tmp_path / "clips")
+    asked = []
+    read = _folder.read_video
+
+    def counting(path, **kwargs):
+        asked.append(kwargs.get("max_frames"))
+        return read(path, **kwargs)
+
+    monkeypatch.setattr(_folder, "read_video", counting)
+    kwargs = dict(variables=make_variables(), offset=3, metrics=["frame_share"], progress=False)
+    lazy = prun(source, apply, {"grad": gradient_x_input}, **kwargs)
+    assert asked == [3 + T, 3 + T]
+    monkeypatch.setattr(_folder, "read_video", read)
+    whole = prun([dict(r) for r in folder(tmp_path / "clips")], apply, {"grad": gradient_x_input}, **kwargs)
+    assert [len(r["video"]) for r in folder(tmp_path / "clips")] == [40, 40]
+    for a, b in zip(lazy.rows, whole.rows):
+        np.testing.assert_allclose(a["methods"]["grad"]["frame_share"], b["methods"]["grad"]["frame_share"],
+                                   rtol=1e-6)
