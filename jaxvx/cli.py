@@ -191,6 +191,8 @@ def _run(args) -> int:
     from jaxvx.explain import build_method
     from jaxvx.transforms import selective, sum_channels
 
+    if args.distributed or args.coordinator or args.num_processes or args.process_id is not None:
+        pipeline.initialize(args.coordinator, args.num_processes, args.process_id)
     config = {}
     if args.config is not None:
         with open(args.config, "rb") as f:
@@ -247,9 +249,21 @@ def _run(args) -> int:
                            **common)
     print(swept.markdown)
     if out:
-        figure = viz.save_png(f"{out}/sweep.png", viz.plot_sweep(swept, title=f"{settings['checkpoint']}"))
+        figure = viz.save_figure(f"{out}/sweep.png", viz.sweep_figure(
+            swept, title=f"{settings['checkpoint']}", chance=1 / len(card["class_names"]) if card.get("class_names")
+            else None, training_step=config["num_frames"] / t_model if kind == "synthetic" else 1), also=("svg",))[0]
         print(f"runs: {out}/step-*-offset-*/, table: {out}/{pipeline.SWEEP_FILE} and {out}/sweep.json, "
               f"figure: {figure}")
+    return 0
+
+
+def _summarize(args) -> int:
+    from jaxvx import pipeline
+
+    results = pipeline.summarize_folder(args.out)
+    print(results.markdown)
+    print(f"{len(results.rows)} rows from {', '.join(p.name for p in pipeline.results_paths(args.out))}; summary: "
+          f"{args.out}/{pipeline.SUMMARY_FILE}")
     return 0
 
 
@@ -334,6 +348,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-resume", dest="resume", action="store_false")
     run.add_argument("--out", default="jaxvx-run")
     run.set_defaults(func=_run, run_defaults=_without_defaults(run, _RUN_KEYS))
+    several = run.add_argument_group("several processes (docs/scaling.md): start one jaxvx run per host, or several "
+                                     "on one machine, with the same options")
+    several.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                         help="process 0's address, reachable by every process (jax.distributed)")
+    several.add_argument("--num-processes", type=int, default=None, metavar="N")
+    several.add_argument("--process-id", type=int, default=None, metavar="I", help="0 .. N-1")
+    several.add_argument("--distributed", action="store_true",
+                         help="take the three from the cluster (TPU metadata, SLURM, Open MPI, JAX_* variables)")
+
+    summary = sub.add_parser("summarize", help="merge the results files of a run folder (one per process) and "
+                                               "write its summary")
+    summary.add_argument("out", help="the run's output folder")
+    summary.set_defaults(func=_summarize)
 
     streaming = sub.add_parser("stream", help="explain a sliding window of frames as they arrive (Hiley et al.)")
     streaming.add_argument("source", help="a video file, or a camera index such as 0")
@@ -354,11 +381,22 @@ def main(argv: list[str] | None = None) -> int:
         return train_cli(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
+    from jaxvx._distributed import PeerLost, Terminated
+
     try:
         return args.func(args)
     except (ValueError, OSError, KeyError) as error:
         print(f"jaxvx: error: {error}", file=sys.stderr)
         return 2
+    except (PeerLost, Terminated) as error:
+        print(f"jaxvx: stopped: {error}", file=sys.stderr)
+        import jax
+
+        if jax.process_count() > 1:  # JAX's shutdown barrier would wait for the lost peer: leave at once
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(3)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

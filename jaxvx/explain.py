@@ -314,15 +314,17 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
 
     - ``overlay.mp4``: the signed relevance over the frames (diverging colour map, 0.7 heat over grey), enlarged to
       at least 224 pixels;
-    - ``sheet.png``: frames, relevance and (if computed) selective relevance, one row each;
-    - ``frame_share.png``: ``P_t`` with its quadratic (border effect) and linear (lookahead) fits;
+    - ``sheet.png`` and ``sheet.svg``: frames, then relevance and (if computed) selective relevance over the grey
+      frames, one row each, with a colour bar of each map's symmetric scale;
+    - ``frame_share.png`` and ``frame_share.svg``: ``P_t`` with its quadratic (border effect B) and linear
+      (lookahead L) fits, a panel each;
     - ``explanation.json``: the numbers, strict JSON (an undefined number, such as the motion precision of a
       selective map that kept nothing, is ``null``, as in the pipeline's rows); ``relevance.npy``: the
       channel-summed map ``[T, H, W]``.
     """
     from jaxvx._pipeline_results import jsonable
     from jaxvx.io import write_video
-    from jaxvx.viz import explanation_sheet, overlay, plot_frame_share, save_png
+    from jaxvx.viz import explanation_figure, frame_share_figure, overlay, save_figure
 
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
@@ -335,9 +337,10 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
         rows[f"selective, sigma={result.selective_sigma:g}"] = result.selective
     title = (f"{result.checkpoint}: predicted {result.numbers['predicted']['name']} "
              f"(p={result.numbers['predicted']['probability']:.2f})")
-    paths["sheet"] = save_png(os.path.join(out, "sheet.png"), explanation_sheet(result.view, rows, title=title))
-    paths["frame_share"] = save_png(os.path.join(out, "frame_share.png"),
-                                    plot_frame_share(result.frame_share, fits=result.fits))
+    paths["sheet"], paths["sheet_svg"] = save_figure(os.path.join(out, "sheet.png"),
+                                                     explanation_figure(result.view, rows, title=title), also=("svg",))
+    paths["frame_share"], paths["frame_share_svg"] = save_figure(
+        os.path.join(out, "frame_share.png"), frame_share_figure(result.frame_share, fits=result.fits), also=("svg",))
     paths["relevance"] = os.path.join(out, "relevance.npy")
     np.save(paths["relevance"], result.relevance)
     paths["json"] = os.path.join(out, "explanation.json")

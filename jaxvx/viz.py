@@ -3,6 +3,11 @@
 Images are uint8 ``[H, W, 3]`` RGB arrays; :func:`save_png` writes one. Relevance is signed: heatmaps use a
 diverging colour map centred on zero (blue negative, white zero, red positive, as zennit's ``bwr``), scaled per clip
 by the largest absolute value so that frames of one clip compare.
+
+The explanation sheet, the P_t plot and the sweep plot are matplotlib figures (``*_figure``): :func:`render` makes
+one an image, :func:`save_figure` writes it as PNG, SVG or PDF (text kept as text); ``explanation_sheet``,
+``plot_frame_share`` and ``plot_sweep`` return the rendered image. Their text is 12 pt at 100 dpi (about 12 px cap
+height) at the image's natural size.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["contact_sheet", "explanation_sheet", "heatmap", "overlay", "plot_frame_share", "plot_sweep", "save_png"]
+__all__ = ["contact_sheet", "explanation_figure", "explanation_sheet", "frame_share_figure", "heatmap", "overlay",
+           "plot_frame_share", "plot_sweep", "render", "save_figure", "save_png", "sweep_figure"]
 
 _BOX = (40, 255, 40)
 _ABSENT = (90, 90, 90)
@@ -177,78 +183,191 @@ def overlay(frames, relevance, *, alpha: float = 0.7, weight: str = "constant", 
     return np.clip(blend.round(), 0, 255).astype(np.uint8)
 
 
-def explanation_sheet(frames, rows: dict, *, num_columns: int = 8, cell: int = 112, gap: int = 4,
-                      title: str | None = None) -> np.ndarray:
-    """A grid: the frames in the first row, then one row per relevance map in ``rows`` (name -> map).
+# Figures drawn with matplotlib: one style, so that every text is readable at the image's natural size (12 pt at
+# 100 dpi: a 16.7 px em, about 12 px cap height in DejaVu Sans), and text stays text in SVG and PDF.
+_DPI = 100
+_STYLE = {
+    "font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 12, "ytick.labelsize": 12,
+    "legend.fontsize": 12, "figure.titlesize": 14, "figure.dpi": _DPI, "savefig.dpi": _DPI,
+    "svg.fonttype": "none", "pdf.fonttype": 42, "svg.hashsalt": "jaxvx",
+}
+_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {}}
+_FIT_STYLES = (("tab:orange", "--"), ("tab:green", "-."), ("tab:purple", ":"), ("tab:brown", (0, (5, 1, 1, 1))))
 
-    ``frames`` uint8 ``[T, H, W, 3]``; each map ``[T, H, W(, C)]`` is drawn as a signed heatmap (its own scale).
-    Returns uint8 RGB.
+
+def _style():
+    """A context in which figures are built, rendered and saved with the module's fonts."""
+    import matplotlib
+
+    return matplotlib.rc_context(_STYLE)
+
+
+def _new_figure(width_px: float, height_px: float, *, layout: str | None = None):
+    """An empty matplotlib figure of ``width_px x height_px`` pixels at 100 dpi (no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def render(figure) -> np.ndarray:
+    """A matplotlib figure as the uint8 RGB image ``[H, W, 3]`` it is at its natural size (100 dpi)."""
+    with _style():
+        figure.canvas.draw()
+        return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_figure(path: str | os.PathLike, figure, *, also: Sequence[str] = ()) -> list[str]:
+    """Write a matplotlib figure to ``path`` (``.png``, ``.svg`` or ``.pdf``, by its suffix) and, for each suffix in
+    ``also`` (e.g. ``("svg",)``), beside it under the same name; returns the paths written, ``path`` first.
+
+    Files are written atomically (a temporary file renamed into place). SVG and PDF keep text as text (SVG
+    ``<text>`` elements, PDF TrueType fonts) and carry no creation date, so that the same figure gives the same file.
+    """
+    path = os.fspath(path)
+    stem, suffix = os.path.splitext(path)
+    suffixes = [suffix.lower()] + ["." + s.lower().lstrip(".") for s in also]
+    unknown = [s for s in suffixes if s not in _FORMATS]
+    if unknown:
+        raise ValueError(f"figures are written as {sorted(_FORMATS)}, got {unknown} for {path!r}")
+    written = []
+    for s in dict.fromkeys(suffixes):
+        target = path if s == suffix.lower() else stem + s
+        folder = os.path.dirname(os.path.abspath(target))
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(target)}.tmp{s}")
+        with _style():
+            figure.savefig(tmp, format=_FORMATS[s], dpi=_DPI, metadata=_METADATA[_FORMATS[s]])
+        os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+def _signed(value: float) -> str:
+    """A colour-bar limit: three significant digits with its sign (``+0.0123``, ``-1.5e-05``)."""
+    return "0" if value == 0 else f"{value:+.3g}"
+
+
+def _colour_bar(fig, rect: tuple[float, float, float, float], scale: float, *, cmap: str = "bwr") -> None:
+    """A vertical colour bar in figure fraction ``rect`` for the signed range ``[-scale, scale]``, its ends and
+    zero printed."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    cax = fig.add_axes(rect)
+    bar = fig.colorbar(ScalarMappable(Normalize(-scale, scale), cmap=cmap), cax=cax, ticks=[-scale, 0.0, scale])
+    bar.ax.set_yticklabels([_signed(-scale), "0", _signed(scale)])
+    bar.ax.tick_params(labelsize=_STYLE["ytick.labelsize"])
+
+
+def _outlined(ax, x: float, y: float, text: str, **kwargs) -> None:
+    """White text with a black outline at axes fraction ``(x, y)``: readable on any image."""
+    from matplotlib import patheffects
+
+    ax.text(x, y, text, transform=ax.transAxes, color="white", fontsize=_STYLE["font.size"],
+            path_effects=[patheffects.withStroke(linewidth=3, foreground="black")], **kwargs)
+
+
+def explanation_figure(frames, rows: dict, *, num_columns: int = 8, cell: int = 112, gap: int = 4,
+                       title: str | None = None, alpha: float = 0.8):
+    """The frames in the first row, then one row per relevance map in ``rows`` (name -> map), as a matplotlib figure.
+
+    Each map is drawn over its frames in grey (:func:`overlay` with ``weight="relevance"``: where relevance is zero
+    the frame shows, where ``|R|`` is largest the colour covers it with opacity ``alpha``), on a diverging colour map
+    centred on zero with symmetric limits ``±max |R|`` of that map's clip; a colour bar beside each row prints the
+    limits. Frames and maps are ``cell`` pixels square (aspect kept), ``gap`` pixels apart, at 100 dpi.
+
+    Args:
+        frames: uint8 ``[T, H, W, 3]``.
+        rows: name -> relevance ``[T, H', W'(, C)]`` (summed over C; resized to the frames if needed).
+        num_columns: frames shown, spread evenly over the clip.
+        title: a line above the grid.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` (:func:`render` makes it an image, :func:`save_figure` a file).
     """
     frames = np.asarray(frames)
-    t_all = frames.shape[0]
-    picks = np.linspace(0, t_all - 1, min(num_columns, t_all)).round().astype(int)
-    images = [("frames", frames)] + [(name, heatmap(r)) for name, r in rows.items()]
-    title_h = 18 if title else 0
-    row_h = 16 + cell + gap
-    sheet = np.full((title_h + gap + row_h * len(images), gap + (cell + gap) * len(picks), 3), 255, np.uint8)
-    if title:
-        cv2.putText(sheet, title, (gap, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    for r, (name, video) in enumerate(images):
-        top = title_h + gap + r * row_h
-        cv2.putText(sheet, name, (gap, top + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-        for c, t in enumerate(picks):
-            h, w = video.shape[1:3]
-            zoom = min(cell / h, cell / w)
-            img = cv2.resize(np.ascontiguousarray(video[t]), (max(1, round(w * zoom)), max(1, round(h * zoom))),
-                             interpolation=cv2.INTER_NEAREST if zoom >= 1 else cv2.INTER_AREA)
-            x, y = gap + c * (cell + gap), top + 16
-            sheet[y:y + img.shape[0], x:x + img.shape[1]] = img
-            if r == 0:
-                _label(sheet, str(t), (x + 2, y + img.shape[0] - 4), 0.35)
-    return sheet
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    if num_columns < 1 or cell < 16:
+        raise ValueError(f"num_columns must be >= 1 and cell >= 16, got {num_columns} and {cell}")
+    picks = np.linspace(0, frames.shape[0] - 1, min(num_columns, frames.shape[0])).round().astype(int)
+    scales = {name: float(np.abs(_channel_sum(r)).max()) or 1.0 for name, r in rows.items()}
+    images = [("frames", frames, None)] + [
+        (f"{name}   (colour: ±{scales[name]:.3g} = max |R|; opacity grows with |R|)",
+         overlay(frames, r, alpha=alpha, weight="relevance"),
+         scales[name]) for name, r in rows.items()]
+    pad, head, title_h = 8, 26, 34 if title else 0
+    grid_w = len(picks) * (cell + gap) - gap
+    bar_w = 110 if rows else 0
+    width, height = pad + grid_w + bar_w + pad, title_h + len(images) * (head + cell + gap) + pad
+    with _style():
+        fig = _new_figure(width, height)
+        fig.patch.set_facecolor("white")
+        if title:
+            fig.text(pad / width, 1 - 8 / height, title, ha="left", va="top", fontsize=_STYLE["figure.titlesize"])
+        for r, (name, video, scale) in enumerate(images):
+            top = title_h + r * (head + cell + gap)
+            fig.text(pad / width, 1 - (top + 4) / height, name, ha="left", va="top")
+            y0 = 1 - (top + head + cell) / height
+            for c, t in enumerate(picks):
+                ax = fig.add_axes(((pad + c * (cell + gap)) / width, y0, cell / width, cell / height))
+                ax.imshow(video[t], interpolation="nearest")
+                ax.set_axis_off()
+                if r == 0:
+                    _outlined(ax, 0.04, 0.04, f"t={t}", ha="left", va="bottom")
+            if scale is not None:
+                _colour_bar(fig, ((pad + grid_w + 12) / width, y0, 14 / width, cell / height), scale)
+    return fig
 
 
-def plot_frame_share(share, *, fits: dict | None = None, title: str = "relevance share per frame") -> np.ndarray:
-    """Plot P_t (``[T]``, or ``[N, T]`` drawn as mean and spread) with optional fitted curves; uint8 RGB image.
+def explanation_sheet(frames, rows: dict, *, num_columns: int = 8, cell: int = 112, gap: int = 4,
+                      title: str | None = None) -> np.ndarray:
+    """:func:`explanation_figure` as a uint8 RGB image ``[H', W', 3]``."""
+    return render(explanation_figure(frames, rows, num_columns=num_columns, cell=cell, gap=gap, title=title))
 
-    ``fits`` maps a label to ``[T]`` values (e.g. the quadratic and linear fits of Anders et al.).
+
+def frame_share_figure(share, *, fits: dict | None = None, title: str = "relevance share per frame"):
+    """P_t (``[T]``, or ``[N, T]`` drawn as its mean and the 10-90 % band of the clips) as a matplotlib figure.
+
+    One panel per fitted curve in ``fits`` (label -> ``[T]`` values, e.g. Anders et al.'s quadratic fit, whose
+    leading coefficient is the border effect B, and linear fit, whose slope is the lookahead L), each in its own
+    colour and line style, titled with its label; one panel without fits. A dotted line marks the uniform share 1/T
+    (no frame preferred). Panels are 500 pixels wide at 100 dpi and share the P_t axis.
     """
     share = np.asarray(share, dtype=np.float64)
     if share.ndim not in (1, 2):
         raise ValueError(f"share must be [T] or [N, T], got shape {share.shape}")
-    fig, canvas = _figure(5, 3)
-    ax = fig.add_subplot()
+    panels = list((fits or {}).items()) or [(None, None)]
     t = np.arange(share.shape[-1])
     mean = share if share.ndim == 1 else share.mean(axis=0)
-    if share.ndim == 2 and share.shape[0] > 1:
-        lo, hi = np.percentile(share, [10, 90], axis=0)
-        ax.fill_between(t, lo, hi, alpha=0.25, label="10-90%")
-    ax.plot(t, mean, "o-", label="P_t" if share.ndim == 1 else "mean P_t")
-    for label, curve in (fits or {}).items():
-        ax.plot(t, np.asarray(curve), "--", label=label)
-    ax.set_xlabel("frame t")
-    ax.set_ylabel("P_t")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    return _render(fig, canvas)
+    with _style():
+        fig = _new_figure(500 * len(panels), 420, layout="constrained")
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for i, (ax, (label, curve)) in enumerate(zip(axes, panels)):
+            if share.ndim == 2 and share.shape[0] > 1:
+                lo, hi = np.percentile(share, [10, 90], axis=0)
+                ax.fill_between(t, lo, hi, color="0.8", label="10-90 % of clips")
+            ax.axhline(1 / len(t), color="0.4", ls=":", lw=1.2, label="uniform 1/T")
+            ax.plot(t, mean, "o-", color="black", ms=4, lw=1, label="P_t" if share.ndim == 1 else "mean P_t")
+            if label is not None:
+                colour, style = _FIT_STYLES[i % len(_FIT_STYLES)]
+                ax.plot(t, np.asarray(curve), color=colour, ls=style, lw=2.5, label="fit")
+                ax.set_title(f"fit: {label}")
+            ax.set_xlabel("frame t")
+            ncols = 3 if len(ax.get_legend_handles_labels()[0]) <= 3 else 2
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=ncols, frameon=False, handlelength=2.5)
+        axes[0].set_ylabel("P_t (share of relevance)")
+        fig.suptitle(title)
+    return fig
 
 
-def _render(fig, canvas) -> np.ndarray:
-    """A laid-out figure as a uint8 RGB image ``[H, W, 3]``."""
-    fig.tight_layout()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    return fig, FigureCanvasAgg(fig)
+def plot_frame_share(share, *, fits: dict | None = None, title: str = "relevance share per frame") -> np.ndarray:
+    """:func:`frame_share_figure` as a uint8 RGB image ``[H, W, 3]``."""
+    return render(frame_share_figure(share, fits=fits, title=title))
 
 
 def _step_ticks(ax, values) -> None:
@@ -258,59 +377,102 @@ def _step_ticks(ax, values) -> None:
     ax.set_xscale("log", base=2)
     ticks = sorted(set(float(v) for v in values))
     ax.set_xticks(ticks)
-    ax.set_xticklabels([step_label(v) for v in ticks], fontsize=8)
+    ax.set_xticklabels([step_label(v) for v in ticks], rotation=45 if len(ticks) > 6 else 0)
     ax.minorticks_off()
+    ax.margins(x=0.06)
 
 
-def plot_sweep(sweep, *, title: str = "") -> np.ndarray:
-    """Plot a :func:`jaxvx.pipeline.sweep`: uint8 RGB image.
+def _sweep_panels(steps: list, offsets: list) -> list[tuple]:
+    """The panels of a sweep figure: ``(over, method, metric, label)``, ``method`` None for every method."""
+    from jaxvx._pipeline_sweep import SWEEP_METRICS
 
-    Over the steps (when the sweep has several): the model's accuracy, and the border effect B of every method;
+    accuracy = ("step", "(model)", "accuracy", "accuracy")
+    border = ("step", None, SWEEP_METRICS[0], "border B")
+    lookahead = ("offset", None, SWEEP_METRICS[1], "lookahead L")
+    panels = ([accuracy, border] if len(steps) > 1 else []) + ([lookahead] if len(offsets) > 1 else [])
+    return panels or [accuracy, border, lookahead]  # one setting: its values as points
+
+
+def _sweep_lines(ax, sweep, over: str, method: str | None, metric: str, steps: list, offsets: list) -> None:
+    """One line with interval bars per method (and per value of the other axis when that varies)."""
+    from jaxvx._pipeline_sweep import step_label
+
+    other, others = ("offset", offsets) if over == "step" else ("step", steps)
+    for m in [method] if method else sweep.methods:
+        for value in others:
+            s = sweep.series(m, metric, **({"offset": int(value)} if other == "offset" else {"step": value}))
+            if not len(s["mean"]):
+                continue
+            err = np.stack([s["mean"] - s["low"], s["high"] - s["mean"]])
+            name = "model" if method else m
+            if len(others) > 1:
+                name += f", {other} {value if other == 'offset' else step_label(value)}"
+            colour = {"color": "black"} if method and len(others) == 1 else {}
+            ax.errorbar(s[over], s["mean"], yerr=np.where(np.isfinite(err), err, 0.0), fmt="o-", capsize=4,
+                        label=name, **colour)
+
+
+def sweep_figure(sweep, *, title: str = "", chance: float | None = None, training_step: float | None = 1,
+                 confidence: float = 0.95):
+    """A :func:`jaxvx.pipeline.sweep` as a matplotlib figure.
+
+    Over the steps (when the sweep has several): the model's accuracy and the border effect B of every method;
     over the offsets (when it has several): the lookahead L of every method. One line per method (and per offset,
-    or per step, when both vary); bars are the summary's bootstrap intervals. The step axis is log2, labelled
-    1/16 ... 32 (Anders et al.'s figures).
+    or per step, when both vary); bars are the summary's bootstrap intervals at level ``confidence``. The step axis
+    is log2, labelled 1/16 ... 32 (Anders et al.'s figures). Panels are 420 pixels wide at 100 dpi.
+
+    Args:
+        chance: the accuracy of guessing (1/K for K balanced classes), drawn as a dotted line; None: not drawn.
+        training_step: the step at which the snippets show the model the time scale it was trained at (1 for clips
+            like its training clips; N / T for synthetic clips rendered N frames long for a T-frame model), drawn
+            as a vertical line on the step panels; None: not drawn.
+        confidence: the level of the intervals, for their label.
     """
-    from jaxvx._pipeline_sweep import SWEEP_METRICS, step_label
+    from jaxvx._pipeline_sweep import step_label
 
     steps = sorted({r["step_value"] for r in sweep.table})
     offsets = sorted({r["offset"] for r in sweep.table})
-    panels = []
-    if len(steps) > 1:
-        panels += [("step", "(model)", "accuracy", "accuracy"), ("step", None, SWEEP_METRICS[0], "border B")]
-    if len(offsets) > 1:
-        panels += [("offset", None, SWEEP_METRICS[1], "lookahead L")]
-    if not panels:  # one setting: its values as points
-        panels = [("step", "(model)", "accuracy", "accuracy"), ("step", None, SWEEP_METRICS[0], "border B"),
-                  ("step", None, SWEEP_METRICS[1], "lookahead L")]
-    fig, canvas = _figure(4.2 * len(panels), 3.4)
-    for i, (over, method, metric, label) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        other, others = ("offset", offsets) if over == "step" else ("step", steps)
-        for m in [method] if method else sweep.methods:
-            for value in others:
-                kw = {"offset": int(value)} if other == "offset" else {"step": value}
-                s = sweep.series(m, metric, **kw)
-                if not len(s["mean"]):
-                    continue
-                x = s[over]
-                err = np.stack([s["mean"] - s["low"], s["high"] - s["mean"]])
-                err = np.where(np.isfinite(err), err, 0.0)
-                name = "model" if method else m
-                if len(others) > 1:
-                    name += f", {other} {value if other == 'offset' else step_label(value)}"
-                ax.errorbar(x, s["mean"], yerr=err, fmt="o-", capsize=3, label=name)
-        if over == "step":
-            _step_ticks(ax, steps)
-        else:
-            ax.set_xticks(offsets)
-        ax.set_xlabel("snippet step" if over == "step" else "snippet offset (frames)")
-        ax.set_ylabel(label)
-        if metric != "accuracy":
-            ax.axhline(0.0, color="0.6", lw=0.8)
-        ax.set_title(label + (" (quadratic coefficient of mean P_t)" if label == "border B" else
-                              " (slope of mean P_t)" if label == "lookahead L" else ""), fontsize=9)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _render(fig, canvas)
+    panels = _sweep_panels(steps, offsets)
+    with _style():
+        fig = _new_figure(420 * len(panels), 480, layout="constrained")
+        for i, (over, method, metric, label) in enumerate(panels):
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            _sweep_lines(ax, sweep, over, method, metric, steps, offsets)
+            if over == "step":
+                _step_ticks(ax, steps)
+                if training_step is not None:
+                    ax.axvline(training_step, color="tab:red", ls="--", lw=1.2, zorder=0,
+                               label=f"training time scale (step {step_label(training_step)})")
+            else:
+                ax.set_xticks(offsets)
+            if metric == "accuracy" and chance is not None:
+                ax.axhline(chance, color="0.3", ls=":", lw=1.5, label=f"chance ({chance:.2g})")
+            elif metric != "accuracy":
+                ax.axhline(0.0, color="0.5", lw=1, zorder=0, label=f"{label.split()[-1]} = 0")
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+            ax.set_xlabel("snippet step (log scale)" if over == "step" else "snippet offset (frames)")
+            ax.set_ylabel(label + ("" if metric == "accuracy" else " (quadratic coef.)" if over == "step"
+                                   else " (slope)"))
+            ax.set_title(f"{label}, bars: {100 * confidence:g} % bootstrap CI")
+        _legend_below(fig)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def _legend_below(fig) -> None:
+    """One legend under the panels of a figure: every label its axes draw, once."""
+    entries = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), 3),
+                   frameon=False)
+
+
+def plot_sweep(sweep, *, title: str = "", chance: float | None = None, training_step: float | None = 1,
+               confidence: float = 0.95) -> np.ndarray:
+    """:func:`sweep_figure` as a uint8 RGB image ``[H, W, 3]``."""
+    return render(sweep_figure(sweep, title=title, chance=chance, training_step=training_step,
+                               confidence=confidence))

@@ -1,9 +1,15 @@
-"""Pictures: colours mean what the docstrings say, sizes are right, bad input is named."""
+"""Pictures: colours mean what the docstrings say, maps lie over their frames, text is readable at the natural
+size, vector files hold text, sizes are right, bad input is named."""
+
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from matplotlib.text import Text
 
-from jaxvx.viz import explanation_sheet, heatmap, overlay, plot_frame_share
+from jaxvx._pipeline_sweep import SWEEP_METRICS, Sweep
+from jaxvx.viz import (explanation_figure, explanation_sheet, frame_share_figure, heatmap, overlay,
+                       plot_frame_share, plot_sweep, render, save_figure, sweep_figure)
 
 
 def test_heatmap_is_diverging_and_centred_on_zero():
@@ -56,15 +62,159 @@ def test_overlay_weighted_by_relevance_keeps_the_frame_where_relevance_is_zero()
         overlay(frames, relevance, weight="max")
 
 
-def test_explanation_sheet_layout():
+def _pixels(fig, ax) -> tuple[slice, slice]:
+    """The rows and columns of a rendered figure's image that axes ``ax`` covers."""
+    box = ax.get_window_extent()
+    height = fig.canvas.get_width_height()[1]
+    return (slice(int(np.ceil(height - box.y1)), int(height - box.y0)), slice(int(np.ceil(box.x0)), int(box.x1)))
+
+
+def _stripes() -> tuple[np.ndarray, np.ndarray]:
+    """Frames with vertical stripes (8 dark, 8 bright columns), and a map: positive on the left half, zero on the
+    right, negative in the bottom-left corner."""
+    frames = np.full((8, 32, 32, 3), 30, np.uint8)
+    frames[:, :, 8:16] = frames[:, :, 24:32] = 220
+    relevance = np.zeros((8, 32, 32), np.float32)
+    relevance[:, :, :16] = 2.0
+    relevance[:, 28:, :4] = -2.0
+    return frames, relevance
+
+
+def test_explanation_sheet_has_a_signed_colour_bar_blue_white_red_with_its_limits():
+    frames, relevance = _stripes()
+    fig = explanation_figure(frames, {"grad": relevance}, num_columns=4, title="t")
+    image = render(fig)
+    bar = fig.axes[-1]  # frames row, map row, then the colour bar
+    rows, cols = _pixels(fig, bar)
+    column = image[rows, (cols.start + cols.stop) // 2].astype(int)
+    top, middle, bottom = column[2], column[len(column) // 2], column[-3]
+    assert top[0] > 200 and top[2] < 60  # +max: red at the top
+    assert np.all(middle > 235)  # zero: white in the middle
+    assert bottom[2] > 200 and bottom[0] < 60  # -max: blue at the bottom
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["-2", "0", "+2"]  # symmetric limits printed
+    np.testing.assert_allclose(bar.get_ylim(), (-2.0, 2.0))
+
+
+def test_explanation_sheet_draws_each_map_over_its_frames_in_grey():
+    frames, relevance = _stripes()
+    fig = explanation_figure(frames, {"grad": relevance}, num_columns=4, cell=64)
+    image = render(fig).astype(int)
+    rows, cols = _pixels(fig, fig.axes[4])  # the map row's first panel
+    panel = image[rows, cols]
+    h, w = panel.shape[:2]
+    dark, bright = panel[h // 2, int(w * 0.6)], panel[h // 2, int(w * 0.85)]  # zero relevance: the grey frame
+    assert np.ptp(dark) <= 2 and np.ptp(bright) <= 2 and bright[0] - dark[0] > 150
+    hot_dark, hot_bright = panel[h // 2, int(w * 0.1)], panel[h // 2, int(w * 0.4)]  # +max: red over the stripes
+    assert hot_dark[0] > hot_dark[2] + 100 and hot_bright[0] > hot_bright[2] + 100
+    assert hot_bright[1] - hot_dark[1] > 40  # the stripes show under the heat
+    cold = panel[int(h * 0.97), int(w * 0.03)]
+    assert cold[2] > cold[0] + 100  # -max: blue
+
+
+def test_explanation_sheet_layout_follows_cell_and_columns():
     frames = np.zeros((16, 32, 32, 3), np.uint8)
-    sheet = explanation_sheet(frames, {"a": np.ones((16, 32, 32)), "b": -np.ones((16, 32, 32))}, num_columns=4,
-                              cell=64, title="x")
-    assert sheet.shape == (18 + 4 + 3 * (16 + 64 + 4), 4 + 4 * 68, 3)
+    rows = {"a": np.ones((16, 32, 32)), "b": -np.ones((16, 32, 32))}
+    small = explanation_sheet(frames, rows, num_columns=4, cell=64, title="x")
+    wide = explanation_sheet(frames, rows, num_columns=8, cell=64, title="x")
+    assert small.dtype == np.uint8 and wide.shape[0] == small.shape[0]
+    assert wide.shape[1] - small.shape[1] == 4 * (64 + 4)
+    assert explanation_sheet(frames, rows, num_columns=4, cell=96).shape[0] - small.shape[0] == 3 * 32 - 34
+    with pytest.raises(ValueError, match=r"uint8 \[T, H, W, 3\]"):
+        explanation_sheet(np.zeros((4, 8, 8)), rows)
+
+
+def _sweep(steps=(0.25, 1.0, 4.0), offsets=(0,)) -> Sweep:
+    """A sweep table as :func:`jaxvx.pipeline.sweep` gathers it: accuracy, B and L per setting."""
+    from jaxvx._pipeline_sweep import step_label
+
+    table = []
+    for i, (step, offset) in enumerate((s, o) for s in steps for o in offsets):
+        for method, metric, mean in [("(model)", "accuracy", 0.2 + 0.2 * i), ("grad", SWEEP_METRICS[0], 1e-3 / (i + 1)),
+                                     ("grad", SWEEP_METRICS[1], -1e-3 + 1e-4 * i)]:
+            table.append({"step": step_label(step), "step_value": step, "offset": offset, "method": method,
+                          "metric": metric, "mean": mean, "low": mean - abs(mean) / 10,
+                          "high": mean + abs(mean) / 10, "n": 10, "note": ""})
+    return Sweep({}, table, "", None)
+
+
+def test_sweep_figure_marks_chance_the_training_step_and_labels_the_intervals():
+    fig = sweep_figure(_sweep(), chance=0.1, training_step=4, confidence=0.9)
+    accuracy, border = fig.axes
+    labels = accuracy.get_legend_handles_labels()[1]
+    assert "chance (0.1)" in labels and "training time scale (step 4)" in labels
+    chance = next(line for line in accuracy.get_lines() if line.get_label() == "chance (0.1)")
+    np.testing.assert_allclose(chance.get_ydata(), 0.1)
+    for ax in (accuracy, border):
+        trained = next(line for line in ax.get_lines() if line.get_label() == "training time scale (step 4)")
+        np.testing.assert_allclose(trained.get_xdata(), 4)
+        assert "90 % bootstrap CI" in ax.get_title()
+    assert "B = 0" in border.get_legend_handles_labels()[1]
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["1/4", "1", "4"]
+    plain = sweep_figure(_sweep(), training_step=None)  # nothing the caller does not know is drawn
+    assert not any("chance" in t or "training" in t for ax in plain.axes for t in ax.get_legend_handles_labels()[1])
+    assert plot_sweep(_sweep(steps=(1.0,), offsets=(0, 2))).shape[1] == 420  # L over the offset only
+
+
+def test_frame_share_draws_each_fit_in_a_panel_of_its_own_and_style():
+    t = np.arange(16)
+    fits = {"quadratic (B=+1.00e-03)": 1e-3 * (t - 7.5) ** 2, "linear (L=-2.00e-03)": 0.08 - 2e-3 * t}
+    fig = frame_share_figure(np.full(16, 1 / 16), fits=fits)
+    assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == [f"fit: {k}" for k in fits]
+    drawn = [next(line for line in ax.get_lines() if line.get_label() == "fit") for ax in fig.axes]
+    assert drawn[0].get_color() != drawn[1].get_color() and drawn[0].get_linestyle() != drawn[1].get_linestyle()
+    for line, curve in zip(drawn, fits.values()):
+        np.testing.assert_allclose(line.get_ydata(), curve)
+    uniform = next(line for line in fig.axes[0].get_lines() if line.get_label() == "uniform 1/T")
+    np.testing.assert_allclose(uniform.get_ydata(), 1 / 16)
 
 
 def test_plot_frame_share_is_an_image():
     img = plot_frame_share(np.random.default_rng(0).random((4, 16)), fits={"q": np.linspace(0, 1, 16)})
-    assert img.dtype == np.uint8 and img.shape == (300, 500, 3) and img.std() > 10
+    assert img.dtype == np.uint8 and img.shape == (420, 500, 3) and img.std() > 10
     with pytest.raises(ValueError, match=r"\[T\] or \[N, T\]"):
         plot_frame_share(np.zeros((1, 2, 3)))
+
+
+def _figures():
+    frames, relevance = _stripes()
+    return {"sheet": explanation_figure(frames, {"grad": relevance}, title="HHHH"),
+            "frame_share": frame_share_figure(np.full(16, 1 / 16), fits={"q": np.zeros(16)}),
+            "sweep": sweep_figure(_sweep(), chance=0.1)}
+
+
+@pytest.mark.parametrize("name", ["sheet", "frame_share", "sweep"])
+def test_every_text_has_a_cap_height_of_at_least_12_pixels(name):
+    fig = _figures()[name]
+    render(fig)
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert len(texts) > 5
+    cap = 0.729  # DejaVu Sans: capital height / em
+    small = [(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() * fig.dpi / 72 * cap < 11.9]
+    assert not small
+
+
+def test_a_capital_letter_is_12_pixels_tall_in_the_image():
+    fig = _figures()["sheet"]  # title "HHHH", black on white above the grid
+    band = render(fig)[:40, :200].min(axis=-1) < 128
+    rows = np.flatnonzero(band.any(axis=1))
+    assert rows.size and rows[-1] - rows[0] + 1 >= 12
+
+
+def test_save_figure_writes_png_beside_svg_and_pdf_with_text_as_text(tmp_path):
+    fig = _figures()["sheet"]
+    paths = save_figure(tmp_path / "sheet.png", fig, also=("svg", ".pdf"))
+    assert paths == [str(tmp_path / f"sheet.{s}") for s in ("png", "svg", "pdf")]
+    import cv2
+
+    png = cv2.imread(paths[0])
+    assert png.shape == render(fig).shape
+    root = ET.parse(paths[1]).getroot()  # valid XML
+    assert root.tag.endswith("svg")
+    texts = ["".join(e.itertext()) for e in root.iter() if e.tag.endswith("text")]
+    assert "HHHH" in texts and "+2" in texts
+    assert open(paths[2], "rb").read(5) == b"%PDF-"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sheet.pdf", "sheet.png", "sheet.svg"]  # no temporaries
+    again = save_figure(tmp_path / "again.svg", fig)
+    assert open(again[0]).read() == open(paths[1]).read()  # no date: the same figure, the same file
+    with pytest.raises(ValueError, match="jpg"):
+        save_figure(tmp_path / "x.jpg", fig)
