@@ -106,7 +106,7 @@ def test_explanation_sheet_draws_each_map_over_its_frames_in_grey():
     assert np.ptp(dark) <= 2 and np.ptp(bright) <= 2 and bright[0] - dark[0] > 150
     hot_dark, hot_bright = panel[h // 2, int(w * 0.1)], panel[h // 2, int(w * 0.4)]  # +max: red over the stripes
     assert hot_dark[0] > hot_dark[2] + 100 and hot_bright[0] > hot_bright[2] + 100
-    assert hot_bright[1] - hot_dark[1] > 40  # the stripes show under the heat
+    assert hot_bright[1] - hot_dark[1] > 30  # the stripes show under the heat: 0.2 of their contrast at +max
     cold = panel[int(h * 0.97), int(w * 0.03)]
     assert cold[2] > cold[0] + 100  # -max: blue
 
