@@ -16,7 +16,7 @@ import numpy as np
 from jaxvx.metrics import bootstrap_ci, pointing_accuracy
 from jaxvx.transforms import fit_border_lookahead
 
-__all__ = ["ResultsFile", "ResultsLocked", "summarize", "markdown_table", "jsonable"]
+__all__ = ["ResultsFile", "ResultsLocked", "differences", "read_results", "read_rows", "summarize", "markdown_table", "jsonable"]
 
 FORMAT = "jaxvx-pipeline/1"
 
@@ -115,8 +115,7 @@ class ResultsFile:
         old = self._read() if resume and self.path.exists() and self.path.stat().st_size > 0 else None
         if old is not None:
             old_header, self.rows = old
-            mismatch = [k for k in sorted(set(header) | set(old_header))
-                        if k not in _UNCHECKED and old_header.get(k) != header.get(k)]
+            mismatch = differences(old_header, header)
             if mismatch:
                 detail = "; ".join(f"{k}: the file has {_brief(old_header.get(k))}, this run "
                                    f"{_brief(header.get(k))}" for k in mismatch)
@@ -209,6 +208,36 @@ def _append_damaged(path: Path, lines: list[tuple[int, bytes]]) -> None:
 def _brief(value) -> str:
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
+    """The header and rows of a results file, read only (no lock, nothing rewritten): lines that are not JSON and
+    repeated clips are left out, as a resume would set them aside."""
+    data = Path(path).read_bytes().split(b"\n")
+    try:
+        header = json.loads(data[0])["header"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ValueError(f"{path}: its first line is not a jaxvx pipeline header") from None
+    rows, seen = [], set()
+    for line in data[1:]:
+        try:
+            row = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(row, dict) and isinstance(row.get("clip"), int) and row["clip"] not in seen:
+            seen.add(row["clip"])
+            rows.append(row)
+    return header, rows
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of a results file (:func:`read_results`)."""
+    return read_results(path)[1]
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """The header keys on which two results headers disagree about what was computed."""
+    return [k for k in sorted(set(a) | set(b)) if k not in _UNCHECKED and a.get(k) != b.get(k)]
 
 
 #: Header keys that may differ between the runs that write one file (where and how it ran, not what it computed).

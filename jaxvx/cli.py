@@ -187,6 +187,8 @@ def _offsets(value) -> list[int]:
 def _run(args) -> int:
     import tomllib
 
+    import jax
+
     from jaxvx import checkpoints, data, pipeline
     from jaxvx.explain import build_method
     from jaxvx.transforms import selective, sum_channels
@@ -239,9 +241,14 @@ def _run(args) -> int:
     if len(steps) == 1 and len(offsets) == 1:
         results = pipeline.run(source, model, methods, step=steps[0], offset=offsets[0], out=out,
                                resume=settings["resume"], **common)
-        print(results.markdown)
-        if out:
-            print(f"rows: {out}/results.jsonl, summary: {out}/summary.md")
+        files = ", ".join(p.name for p in pipeline.results_paths(out)) if out else ""
+        if results.markdown:
+            print(results.markdown)
+            if out:
+                print(f"rows: {out} ({files}), summary: {out}/{pipeline.SUMMARY_FILE}")
+        else:  # another process than 0 of several: process 0 summarises every process's rows
+            print(f"process {jax.process_index()} of {jax.process_count()}: {results.computed} clips computed, "
+                  f"rows in {out}; process 0 writes the summary")
         return 0
     from jaxvx import viz
 

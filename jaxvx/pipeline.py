@@ -8,12 +8,19 @@
 - **Compiled once per shape.** The step (forward, every method, transforms and metrics) is one ``jax.jit``
   function; batches keep one shape (the last is padded with copies of its last clip, marked invalid), so a run over
   equally sized clips compiles once. Clips of another shape (e.g. with ``resize="none"``) start a new batch.
-- **Sharded over all devices.** A ``Mesh`` over every device with one ``"data"`` axis; the batch is split along it
-  (``NamedSharding(mesh, P("data"))``), the model's variables replicated. The batch size is rounded up to a
-  multiple of the device count. With several processes (after ``jax.distributed.initialize()``), process ``p`` of
-  ``n`` takes clips ``p, p + n, ...``, feeds its rows with ``jax.make_array_from_process_local_data`` and writes
-  its own ``results.<p>.jsonl``. Every process must then run the same number of batches (equal shares of equally
-  sized clips); the multi-host path is untested.
+- **Sharded over all devices.** A ``Mesh`` over every device with one ``"data"`` axis; the step is a
+  ``shard_map`` over it: each device explains its own clips with the replicated variables, with no communication.
+  The batch size is rounded up to a multiple of the local device count.
+- **Several processes** (one per host of a TPU slice or GPU cluster, or several on one machine; start each with
+  :func:`initialize`, then the same ``run``): process ``p`` of ``n`` reads only clips ``p, p + n, ...`` and writes
+  ``results.<p>.jsonl``. The processes run the step in lockstep: before each step they exchange what they hold
+  (clips, shapes, an error), one that has no clips left computes zeros it does not write, so shares of unequal size
+  (a resume, skipped files) never hang; every batch must have one shape across processes. An error in one process
+  (a clip that does not fit) stops every process with it; a process that dies stops the others at the next exchange
+  with :class:`PeerLost` naming it; SIGTERM raises :class:`Terminated` after the batch in flight is written. After a
+  barrier, process 0 summarises every process's rows (read from ``out``: a shared file system; else
+  :func:`summarize_folder`, ``jaxvx summarize OUT``, merges the files). A folder holds the rows of one number of
+  processes. See ``docs/scaling.md``.
 - **Results as they are computed.** ``out/results.jsonl`` (a header line, then one JSON object per clip with its
   metrics), flushed and fsynced after every batch; optionally each clip's maps as ``out/maps/<method>/<clip>.npy``.
   One batch is computed while the host prepares the next (JAX dispatches asynchronously); on an exception or
@@ -52,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import numbers
 import os
@@ -69,13 +77,16 @@ from jax.sharding import PartitionSpec as P
 
 from jaxvx._errors import VideoError
 from jaxvx._pipeline_metrics import Metric, MetricOptions, resolve_metrics
-from jaxvx._pipeline_results import ResultsFile, ResultsLocked, jsonable, markdown_table, summarize
+from jaxvx._pipeline_results import (ResultsFile, ResultsLocked, differences, jsonable, markdown_table, read_results,
+                                     read_rows, summarize)
+from jaxvx._distributed import PeerLost, Terminated, initialize
 from jaxvx._provenance import describe, tree_sha256, versions
 from jaxvx._pipeline_sweep import SWEEP_FILE, Sweep, step_label, sweep
 from jaxvx.io import preprocess as _preprocess
 from jaxvx.io import segment_indices, snippet_indices, snippet_span
 
-__all__ = ["run", "Results", "ResultsLocked", "RESULTS_FILE", "SUMMARY_FILE", "sweep", "Sweep", "SWEEP_FILE", "step_label"]
+__all__ = ["run", "summarize_folder", "results_paths", "initialize", "PeerLost", "Terminated", "Results",
+           "ResultsLocked", "RESULTS_FILE", "SUMMARY_FILE", "sweep", "Sweep", "SWEEP_FILE", "step_label"]
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.md"
@@ -313,8 +324,12 @@ class _Preparer:
 
 # ---------------------------------------------------------------------------------------------------- the step
 def _make_step(apply: Callable, methods: dict, transforms: tuple, metrics: list[Metric], auto: bool,
-               target_mode: str, save_maps: bool):
-    """The jitted per-batch function ``(variables, video, label, (seed, first clip index), gt) -> outputs``."""
+               target_mode: str, save_maps: bool, mesh: Mesh):
+    """The jitted per-batch function ``(variables, video, label, (seed, first clip index), gt) -> outputs``.
+
+    It is a ``shard_map`` over the mesh's ``"data"`` axis: each device explains its own clips with the replicated
+    variables, with no communication between devices (XLA's partitioner would otherwise gather the batch onto
+    every device around operations it cannot split, such as the oneDNN convolutions' custom calls)."""
 
     def step(variables, video, label, seed_index, gt):
         key = jax.random.fold_in(jax.random.PRNGKey(seed_index[0]), seed_index[1])
@@ -362,24 +377,26 @@ def _make_step(apply: Callable, methods: dict, transforms: tuple, metrics: list[
             out["methods"][name] = entry
         return out
 
-    return jax.jit(step)
+    batch, whole = P("data"), P()
+    return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(whole, batch, batch, whole, batch), out_specs=batch,
+                                 check_vma=False))
 
 
 _STEP_CACHE: OrderedDict = OrderedDict()
 _STEP_CACHE_SIZE = 8
 
 
-def _cached_step(forward, plain, apply, methods, transforms, metrics, opts, auto, target_mode, save_maps):
+def _cached_step(forward, plain, apply, methods, transforms, metrics, opts, auto, target_mode, save_maps, mesh):
     """Reuse the jitted step (and so its compiled programs) when ``run`` is called again with the same model object,
     method and transform objects and metric settings (e.g. resuming, or a notebook calling ``run`` repeatedly)."""
     objects = (forward, *methods.values(), *transforms, *(getattr(m.fn, "custom", None) for m in metrics))
-    config = (plain, tuple(methods), tuple(m.name for m in metrics), opts, auto, target_mode, save_maps)
+    config = (plain, tuple(methods), tuple(m.name for m in metrics), opts, auto, target_mode, save_maps, mesh)
     key = (tuple(id(o) for o in objects), config)
     hit = _STEP_CACHE.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], objects)):
         _STEP_CACHE.move_to_end(key)
         return hit[1]
-    step = _make_step(apply, methods, transforms, metrics, auto, target_mode, save_maps)
+    step = _make_step(apply, methods, transforms, metrics, auto, target_mode, save_maps, mesh)
     _STEP_CACHE[key] = (objects, step)
     while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
         _STEP_CACHE.popitem(last=False)
@@ -618,9 +635,15 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
             "versions": versions(),
             "devices": [str(d) for d in devices],
             "process": [process_index, process_count],
+            "process_count": process_count,
         }
         out_dir = Path(out)
         name = RESULTS_FILE if process_count == 1 else f"results.{process_index}.jsonl"
+        foreign = [p.name for p in results_paths(out_dir) if p.name != name and
+                   (process_count == 1 or _process_of(p) is None or _process_of(p) >= process_count)]
+        if foreign:
+            raise ValueError(f"{out_dir} holds the results of a run with another number of processes ({foreign}); "
+                             f"this run has {process_count}: use that number, or another output folder")
         results_file = ResultsFile(out_dir / name, header, resume=resume)
     done = set(results_file.done) if results_file else set()
     rows: list[dict] = list(results_file.rows) if results_file else []
@@ -631,7 +654,7 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
                          flow_kwargs=dict(flow_options or {}), keyframe_kwargs=dict(keyframe_options or {}),
                          label_key=label_key, seed=seed)
     step_fn = _cached_step(forward, variables is None, apply, methods, transforms, metric_list, opts, auto, target,
-                           save_maps)
+                           save_maps, mesh)
     variables_dev = jax.device_put(variables, replicated)
 
     total = None
@@ -687,16 +710,23 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
             raise ValueError(f"clip {broken.id}: the logits of {model_name} hold NaN or inf for a finite input: its "
                              "weights hold NaN or inf, or overflow float32; no metric is computed from them")
 
-    def dispatch(pending: list[_Clip]):
+    def dispatch(pending: list[_Clip], template: dict | None = None, step_index: int | None = None):
         """Start the step on a batch (JAX dispatches asynchronously: the host prepares the next batch meanwhile),
-        after writing the rows of the batch dispatched before."""
-        if not pending:
+        after writing the rows of the batch dispatched before. With several processes every process dispatches
+        every step: one that has no clips left sends ``template``'s zeros, and writes no row for them."""
+        if not pending and template is None:
             return
-        clips = pending + [pending[-1]] * (local_batch - len(pending))
-        video = np.stack([c.video for c in clips])
-        label = np.array([max(c.label, 0) for c in clips], dtype=np.int32)
-        gt = {k: np.stack([c.gt[k] for c in clips]) for k in pending[0].gt}
-        seed_index = np.array([seed, pending[0].index], dtype=np.uint32)
+        if pending:
+            clips = pending + [pending[-1]] * (local_batch - len(pending))
+            video = np.stack([c.video for c in clips])
+            label = np.array([max(c.label, 0) for c in clips], dtype=np.int32)
+            gt = {k: np.stack([c.gt[k] for c in clips]) for k in pending[0].gt}
+        else:
+            video = np.zeros((local_batch, *template["video"]), np.float32)
+            label = np.zeros(local_batch, np.int32)
+            gt = {k: np.zeros((local_batch, *shape), np.dtype(dtype)) for k, shape, dtype in template["gt"]}
+        first = pending[0].index if step_index is None else step_index  # one value on every process
+        seed_index = np.array([seed, first], dtype=np.uint32)
 
         def put(x):
             return jax.make_array_from_process_local_data(data_sharding, x)
@@ -705,40 +735,56 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         finish()
         in_flight.append((pending, result))
 
-    pending: list[_Clip] = []
-    try:
+    def prepare(record, index, cid) -> _Clip:
+        clip = preparer(record, index, cid)
+        if preparer.num_classes is None:
+            shape = jax.ShapeDtypeStruct((1,) + clip.video.shape, jnp.float32)
+            k = int(jax.eval_shape(apply, variables, shape).shape[-1])
+            preparer.num_classes = k
+            if clip.label >= k:
+                raise ValueError(f"clip {cid}: label {clip.label} is outside the model's classes [0, {k})")
+        return clip
+
+    def batches():
+        """Lists of at most ``local_batch`` clips of one shape, in order; a clip that does not fit ends them with
+        its ValueError (after the batch of the clips before it). Undecodable files become skipped rows."""
+        pending: list[_Clip] = []
         for index, record, cid in _iterate(source, process_index=process_index, process_count=process_count,
                                            limit=limit, skip=done):
             if isinstance(record, VideoError):
-                warnings.warn(f"skipping clip {cid}: {record}", stacklevel=2)
+                warnings.warn(f"skipping clip {cid}: {record}", stacklevel=3)
                 write([{"clip": index, "id": cid, "status": "skipped", "error": str(record)}])
                 bar.update(1)
                 continue
             try:
-                clip = preparer(record, index, cid)
-                if preparer.num_classes is None:
-                    shape = jax.ShapeDtypeStruct((1,) + clip.video.shape, jnp.float32)
-                    k = int(jax.eval_shape(apply, variables, shape).shape[-1])
-                    preparer.num_classes = k
-                    if clip.label >= k:
-                        raise ValueError(f"clip {cid}: label {clip.label} is outside the model's classes [0, {k})")
-            except ValueError:
-                dispatch(pending)  # the clips before the bad one are computed and written first
-                pending = []
-                finish()
-                raise
+                clip = prepare(record, index, cid)
+            except ValueError as err:
+                if pending:
+                    yield pending
+                yield err
+                return
             if pending and pending[0].key() != clip.key():
-                dispatch(pending)
+                yield pending
                 pending = []
             pending.append(clip)
             if len(pending) == local_batch:
-                dispatch(pending)
+                yield pending
                 pending = []
-        dispatch(pending)
-        pending = []
+        if pending:
+            yield pending
+
+    try:
+        if process_count == 1:
+            for item in batches():
+                if isinstance(item, ValueError):
+                    finish()  # the clips before the bad one are computed and written first
+                    raise item
+                dispatch(item)
+        else:
+            _lockstep(batches(), dispatch, finish, process_index)
         finish()
     except BaseException:
-        # a crash or Ctrl-C: the batch in flight is already computed (or nearly): write it before leaving
+        # a crash, Ctrl-C or SIGTERM: the batch in flight is already computed (or nearly): write it before leaving
         try:
             finish()
         except Exception:  # noqa: BLE001 - the original error is the one to report
@@ -749,6 +795,13 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         if results_file is not None:
             results_file.close()
 
+    if process_count > 1:
+        from jaxvx._distributed import barrier
+
+        barrier("jaxvx.pipeline.run: every process wrote its rows")
+        if process_index == 0 and summary:
+            rows = _rows_of_every_process(out_dir, process_count, rows)
+        summary = summary and process_index == 0  # one summary, over every process's rows
     skipped = [r for r in rows if r.get("status") == "skipped"]
     table, md = [], ""
     if summary:
@@ -757,11 +810,136 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         md = markdown_table(table, confidence=confidence, skipped=len(skipped),
                             failed=sum(1 for r in rows if r.get("status") == "failed"))
         if out_dir is not None and process_index == 0:
-            (out_dir / SUMMARY_FILE).write_text(md, encoding="utf-8")
-            (out_dir / "summary.json").write_text(json.dumps(jsonable(table), indent=1), encoding="utf-8")
+            _write_summary(out_dir, md, table)
     seconds = time.perf_counter() - t_start
     return Results(rows=rows, summary=table, markdown=md, out=out_dir, skipped=skipped, computed=computed,
                    seconds=seconds)
+
+
+def _template(clip: _Clip) -> dict:
+    """The shapes of a clip's arrays, as JSON: what another process needs to send zeros of the same shapes."""
+    return {"video": list(clip.video.shape),
+            "gt": [[k, list(v.shape), v.dtype.str] for k, v in sorted(clip.gt.items())]}
+
+
+def _lockstep(batches, dispatch, finish, process_index: int) -> None:
+    """Run the step on every process in step: before each step the processes exchange what they hold (clips, their
+    shapes, an error), every process dispatches (zeros where it has no clips left) until none has clips, and an
+    error of any process (a clip that does not fit, NaN logits) stops every process with that error."""
+    from jaxvx._distributed import allgather_json
+
+    error = None
+    for step_index in itertools.count():
+        item = None
+        if error is None:
+            item = next(batches, None)
+            if isinstance(item, ValueError):
+                error, item = str(item), None
+        plan = allgather_json({"n": len(item or ()), "template": _template(item[0]) if item else None,
+                               "error": error})
+        errors = [f"process {q}: {p['error']}" for q, p in enumerate(plan) if p["error"]]
+        if errors:
+            finish()
+            raise ValueError("; ".join(errors))
+        shapes = {json.dumps(p["template"]) for p in plan if p["n"]}
+        if not shapes:
+            return
+        if len(shapes) > 1:
+            finish()
+            detail = "; ".join(f"process {q}: {p['template']}" for q, p in enumerate(plan) if p["n"])
+            raise ValueError("with several processes every batch must have one shape (preprocess the clips to one "
+                             f"size and give them one number of frames): {detail}")
+        template = next(p["template"] for p in plan if p["n"])
+        try:
+            dispatch(item or [], template, step_index)
+        except ValueError as err:  # from writing the batch before (NaN logits): every process stops at the next step
+            error = str(err)
+
+
+def results_paths(out: str | os.PathLike) -> list[Path]:
+    """The results files in folder ``out``: ``results.jsonl`` (one process) and ``results.<p>.jsonl`` (process p
+    of several), in process order."""
+    out_dir = Path(out)
+    if not out_dir.is_dir():
+        return []
+    found = [p for p in out_dir.iterdir() if p.name == RESULTS_FILE or _process_of(p) is not None]
+    return sorted(found, key=lambda p: -1 if p.name == RESULTS_FILE else _process_of(p))
+
+
+def _process_of(path: Path) -> int | None:
+    parts = path.name.split(".")
+    if len(parts) == 3 and parts[0] == "results" and parts[2] == "jsonl" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def summarize_folder(out: str | os.PathLike, *, confidence: float = 0.95, num_resamples: int = 1000) -> Results:
+    """Merge the results files of ``out`` (written by one process or several, :func:`results_paths`) and summarise
+    them as :func:`run` does, writing ``summary.md`` and ``summary.json``; what ``jaxvx summarize OUT`` runs.
+
+    Raises:
+        ValueError: no results file, files whose headers disagree on what was computed (the keys are named), or a
+            clip in two files.
+    """
+    t_start = time.perf_counter()
+    out_dir = Path(out)
+    paths = results_paths(out_dir)
+    if not paths:
+        raise ValueError(f"out: {out_dir} holds no {RESULTS_FILE} or results.<process>.jsonl")
+    first, rows, owner = None, [], {}
+    for path in paths:
+        header, file_rows = read_results(path)
+        if first is None:
+            first = header
+        elif differences(first, header):
+            raise ValueError(f"{path} and {paths[0]} were written with other settings "
+                             f"({', '.join(differences(first, header))}): they cannot be summarised together")
+        for row in file_rows:
+            if row["clip"] in owner:
+                raise ValueError(f"clip {row['clip']} is in both {owner[row['clip']]} and {path.name}")
+            owner[row["clip"]] = path.name
+        rows.extend(file_rows)
+    count = first.get("process_count", 1)
+    if count > 1 and len(paths) < count:
+        warnings.warn(f"{out_dir}: {len(paths)} of the run's {count} process files are there; the summary covers "
+                      "those", stacklevel=2)
+    rows.sort(key=lambda r: r["clip"])
+    methods = list(first.get("methods", {}))
+    k = (first.get("metrics") or {}).get("num_classes")
+    table = summarize(rows, methods, num_classes=k, confidence=confidence, num_resamples=num_resamples,
+                      seed=first.get("seed", 0))
+    skipped = [r for r in rows if r.get("status") == "skipped"]
+    md = markdown_table(table, confidence=confidence, skipped=len(skipped),
+                        failed=sum(1 for r in rows if r.get("status") == "failed"))
+    _write_summary(out_dir, md, table)
+    return Results(rows=rows, summary=table, markdown=md, out=out_dir, skipped=skipped, computed=0,
+                   seconds=time.perf_counter() - t_start)
+
+
+def _write_summary(out_dir: Path, md: str, table: list[dict]) -> None:
+    """``summary.md`` and ``summary.json``, each replaced atomically."""
+    for name, text in ((SUMMARY_FILE, md), ("summary.json", json.dumps(jsonable(table), indent=1))):
+        tmp = out_dir / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out_dir / name)
+
+
+def _rows_of_every_process(out_dir: Path | None, process_count: int, own: list[dict]) -> list[dict]:
+    """Every process's rows, read from ``results.<p>.jsonl`` in ``out_dir`` (a shared file system); a process's
+    missing file is a warning naming it and ``jaxvx summarize`` (the summary then covers the files present)."""
+    if out_dir is None:
+        warnings.warn("with several processes and no out folder, each process summarises only its own rows",
+                      stacklevel=3)
+        return own
+    rows = []
+    for q in range(process_count):
+        path = out_dir / f"results.{q}.jsonl"
+        if not path.is_file():
+            warnings.warn(f"{path} is not there (no shared file system?): the summary covers the other processes' "
+                          f"rows; gather the files and run `jaxvx summarize {out_dir}`", stacklevel=3)
+            continue
+        rows.extend(read_rows(path))
+    return sorted(rows, key=lambda r: r["clip"])
 
 
 def _to_host(tree, mesh):

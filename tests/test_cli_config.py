@@ -20,7 +20,7 @@ def calls(monkeypatch):
 
     def fake_run(source, model, methods, **kwargs):
         seen.update(methods=sorted(methods), **kwargs)
-        return types.SimpleNamespace(markdown="")
+        return types.SimpleNamespace(markdown="| a summary |", computed=0)
 
     monkeypatch.setattr(checkpoints, "load", recording_load)
     monkeypatch.setattr(pipeline, "run", fake_run)
