@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from fractions import Fraction
 
 import numpy as np
 
@@ -113,8 +112,7 @@ def _explain(args) -> int:
         clip = {"source": repr(source), "index": args.index}
     else:
         info = io.video_info(args.video)
-        needed = args.offset + int(np.ceil(t_model * float(Fraction(args.step)))) + 1
-        video = io.read_video(args.video, max_frames=max(needed, 1))
+        video = io.read_video(args.video, max_frames=io.snippet_span(t_model, args.step, args.offset))
         indices = io.snippet_indices(len(video), t_model, args.step, args.offset, pad=args.pad)
         frames, fps = video[indices], info.fps or 8.0
         what = f"{args.video} frames {indices.tolist()}"
