@@ -55,8 +55,9 @@ def test_unknown_data_attribute_raises_attribute_error():
 
 # ------------------------------------------------------------------------------------------------ the test clips
 def test_the_real_clips_the_tests_decode_are_in_the_repository():
-    from conftest import VIDEOS
     from test_io_video import readme_table
+
+    VIDEOS = REPO / "tests" / "data" / "videos"  # as tests/conftest.py (``import conftest`` may find tests/peers')
 
     r = subprocess.run(["git", "ls-files", "--", VIDEOS.relative_to(REPO).as_posix()], cwd=REPO, capture_output=True,
                        text=True)
