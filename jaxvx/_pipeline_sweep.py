@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxvx._checks import check_int, is_int
 from jaxvx._errors import VideoError
 from jaxvx._pipeline_results import _fmt, jsonable
 from jaxvx.io._sampling import _as_fraction
@@ -94,7 +95,7 @@ def _settings(steps, offsets) -> list[tuple[str, int]]:
                          f"offsets={offsets!r}")
     labels = [step_label(s) for s in steps]
     for o in offsets:
-        if isinstance(o, bool) or not isinstance(o, numbers.Integral) or o < 0:
+        if not is_int(o) or o < 0:
             raise ValueError(f"offsets must be ints >= 0, got {o!r} in {offsets!r}")
     for name, values in (("steps", labels), ("offsets", [int(o) for o in offsets])):
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
@@ -140,7 +141,7 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
     Returns:
         :class:`Sweep`; ``runs[setting].computed`` and ``.seconds`` add up the setting's share of every chunk.
     """
-    from jaxvx.pipeline import _check_int, _is_indexable, _progress, run
+    from jaxvx.pipeline import _is_indexable, _progress, run
 
     clash = sorted(set(run_kwargs) & set(_OWN))
     if clash:
@@ -155,7 +156,7 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
         raise ValueError(f"source must be re-iterable (a jaxvx.data source or a list of records): the sweep reads "
                          f"it once per setting, and {type(source).__name__} is a one-pass iterator")
     settings = _settings(steps, offsets)
-    chunk = _check_int("chunk", chunk, 1)
+    chunk = check_int("chunk", chunk, 1)
     out_dir = None if out is None else Path(out)
     progress = run_kwargs.pop("progress", True)
     prefix = f"{progress}: " if isinstance(progress, str) else ""
@@ -167,7 +168,7 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
                                        progress=progress and f"{prefix}step {step}, offset {offset}", **run_kwargs)
     else:
         limit = run_kwargs.pop("limit", None)
-        n = len(source) if limit is None else min(len(source), _check_int("limit", limit, 0))
+        n = len(source) if limit is None else min(len(source), check_int("limit", limit, 0))
         batch = run_kwargs.get("batch_size", 8)
         chunk = -(-chunk // batch) * batch if isinstance(batch, int) and batch > 0 else chunk
         window = _Window(source)

@@ -19,6 +19,8 @@ import sys
 
 import numpy as np
 
+from jaxvx._checks import is_int
+
 __all__ = ["main"]
 
 
@@ -175,7 +177,7 @@ def _values(value, name: str) -> list:
 def _offsets(value) -> list[int]:
     out = []
     for v in _values(value, "offset"):
-        ok = isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.lstrip("+").isdigit()
+        ok = is_int(v, numpy=False) or isinstance(v, str) and v.lstrip("+").isdigit()
         if not ok:
             raise ValueError(f"offset must be one or several ints >= 0 (comma-separated), got {value!r}")
         out.append(int(v))

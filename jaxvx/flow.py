@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import cv2
 import numpy as np
+
+from jaxvx._checks import check_int
 
 __all__ = ["farneback", "FARNEBACK_DEFAULTS", "PAD_MODES"]
 
@@ -63,8 +63,7 @@ def farneback(frames, *, pyr_scale: float = 0.5, levels: int = 3, winsize: int =
         raise ValueError(f"pyr_scale must be in (0, 1), got {pyr_scale!r}")
     for name, value, low in (("levels", levels, 1), ("winsize", winsize, 1), ("iterations", iterations, 1),
                              ("poly_n", poly_n, 1)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int(name, value, low)
     lead = frames.shape[:-4]
     clips = frames.reshape((-1,) + frames.shape[-4:])
     out = []

@@ -61,7 +61,6 @@ import dataclasses
 import functools
 import itertools
 import json
-import numbers
 import os
 import time
 import warnings
@@ -75,6 +74,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxvx._checks import check_int
 from jaxvx._errors import VideoError
 from jaxvx._pipeline_metrics import Metric, MetricOptions, resolve_metrics
 from jaxvx._pipeline_results import (ResultsFile, ResultsLocked, differences, jsonable, markdown_table, read_results,
@@ -413,12 +413,6 @@ def _spatial_ok(rel, video) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------- run
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
 def _as_methods(method) -> dict[str, Callable]:
     if isinstance(method, Mapping):
         methods = dict(method)
@@ -581,15 +575,15 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         jaxvx.pipeline.ResultsLocked: another run is writing to ``out``.
     """
     t_start = time.perf_counter()
-    batch_size = _check_int("batch_size", batch_size, 1)
-    length = _check_int("length", length, 1)
-    seed = _check_int("seed", seed, 0) % 2**32
+    batch_size = check_int("batch_size", batch_size, 1)
+    length = check_int("length", length, 1)
+    seed = check_int("seed", seed, 0) % 2**32
     if target not in _TARGETS:
         raise ValueError(f"target must be one of {_TARGETS}, got {target!r}")
     if sampling not in _SAMPLINGS:
         raise ValueError(f"sampling must be one of {_SAMPLINGS}, got {sampling!r}")
     if limit is not None:
-        limit = _check_int("limit", limit, 0)
+        limit = check_int("limit", limit, 0)
     methods = _as_methods(method)
     transforms = tuple(transforms)
     for i, t in enumerate(transforms):

@@ -12,8 +12,7 @@ import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
-
+from jaxvx._checks import is_int
 from jaxvx._errors import VideoError
 from jaxvx.io._video import _check_max_frames, _stat_problem, read_sampled, read_video
 
@@ -82,7 +81,7 @@ class FolderVideos(Sequence):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        if isinstance(index, slice) or isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        if not is_int(index):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
         n = len(self.paths)
         i = int(index)

@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxvx._checks import check_int
+
 __all__ = ["CLASS_NAMES", "SyntheticConfig", "SyntheticVideos", "synthetic", "render_clip"]
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
@@ -110,8 +112,7 @@ class SyntheticConfig:
             raise ValueError(f"variant must be one of {sorted(CLASS_NAMES)}, got {self.variant!r}")
         for name, low in (("num_frames", 1), ("height", 8), ("width", 8), ("distractors", 0), ("title_frames", 0)):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+            check_int(name, value, low)
         if self.title_frames >= self.num_frames:
             raise ValueError(
                 f"title_frames must be < num_frames ({self.num_frames}) so that the action has frames, "

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx._checks import is_int
+
 __all__ = ["preprocess", "PRESETS", "KINETICS_MEAN", "KINETICS_STD", "SPORTS1M_MEAN"]
 
 #: Per-channel RGB mean and std of Kinetics-400 in [0, 1] pixel units (torchvision's video classification recipe).
@@ -86,14 +88,14 @@ _DEFAULTS = {
 def _hw(name: str, value, allow_none: bool = False):
     if value is None and allow_none:
         return None
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if is_int(value):
         value = (value, value)
     try:
         h, w = value
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an int or a pair (height, width) of positive ints, got {value!r}") from None
     for v in (h, w):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        if not is_int(v) or v < 1:
             raise ValueError(f"{name} must be an int or a pair (height, width) of positive ints, got {value!r}")
     return int(h), int(w)
 
@@ -115,7 +117,7 @@ def _resized_shape(h: int, w: int, resize: str, short_side, resize_to, size) -> 
     if resize == "direct":
         return resize_to if resize_to is not None else size
     # short_side: the shorter side becomes short_side, the other keeps the aspect ratio (rounded half up)
-    if isinstance(short_side, bool) or not isinstance(short_side, numbers.Integral) or short_side < 1:
+    if not is_int(short_side) or short_side < 1:
         raise ValueError(
             f"short_side must be a positive int with resize='short_side', got {short_side!r} "
             "(to resize to a fixed (height, width) use resize='direct', resize_to=(h, w))"

@@ -11,6 +11,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from jaxvx._checks import is_int
+
 __all__ = ["snippet_indices", "snippet_span", "segment_indices", "PAD_MODES", "SEGMENT_POSITIONS"]
 
 PAD_MODES = ("loop", "edge", "error")
@@ -20,7 +22,7 @@ _INT64_SAFE = 2**62
 
 
 def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} ({type(value).__name__})")
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
@@ -94,7 +96,7 @@ def snippet_indices(num_frames: int, length: int = 16, step=1, offset: int = 0, 
     """
     num_frames = _check_int("num_frames", num_frames, 1)
     length = _check_int("length", length, 1)
-    if isinstance(offset, bool) or not isinstance(offset, numbers.Integral):
+    if not is_int(offset):
         raise TypeError(f"offset must be an int, got {offset!r} ({type(offset).__name__})")
     offset = int(offset)
     if not 0 <= offset < num_frames:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import math
-import numbers
 import os
 import stat
 import warnings
@@ -37,6 +36,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from jaxvx._checks import is_int
 from jaxvx._errors import VideoError
 from jaxvx.io._avi import dib_layout, read_dib_frame
 
@@ -223,7 +223,7 @@ def _open(path):
 def _check_max_frames(max_frames):
     if max_frames is None:
         return None
-    if isinstance(max_frames, bool) or not isinstance(max_frames, numbers.Integral):
+    if not is_int(max_frames):
         raise TypeError(f"max_frames must be a positive int or None, got {max_frames!r} ({type(max_frames).__name__})")
     if max_frames < 1:
         raise ValueError(f"max_frames must be a positive int or None, got {max_frames}")

@@ -30,15 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Method", "check_batch_size", "check_positive_int", "check_video", "guarded", "is_traced", "points_per_pass",
-           "resolve_target", "select"]
+from jaxvx._checks import is_int
 
-
-def check_positive_int(name: str, value) -> int:
-    """``value`` if it is an int >= 1 (not a bool), else ``ValueError`` naming the argument and the value."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+__all__ = ["Method", "check_batch_size", "check_video", "guarded", "is_traced", "points_per_pass", "resolve_target",
+           "select"]
 
 
 class Method(Protocol):
@@ -177,7 +172,7 @@ def check_batch_size(batch_size, *, allow_none: bool = True):
     naming it."""
     if batch_size == "auto" or (allow_none and batch_size is None):
         return batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size, numpy=False) or batch_size < 1:
         choices = "a positive int, None or 'auto'" if allow_none else "a positive int or 'auto'"
         raise ValueError(f"batch_size: expected {choices}, got {batch_size!r}")
     return batch_size

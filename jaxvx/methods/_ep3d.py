@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx.methods._common import check_positive_int, check_video, guarded, is_traced, resolve_target
+from jaxvx._checks import check_int
+from jaxvx.methods._common import check_video, guarded, is_traced, resolve_target
 from jaxvx.methods._extremal import (
     ExtremalResult,
     _check_areas,
@@ -298,8 +299,8 @@ def step(areas: Sequence[float] | float, *, kernel_frames: int = 7, kernel_size:
         smoothness_weight, smoothness_start: the smoothness loss's weight and the last iteration without it.
         evenly: per-frame area loss as in :func:`ep3d` (default False: Li et al.'s STEP uses the volume loss).
     """
-    check_positive_int("kernel_frames", kernel_frames)
-    check_positive_int("kernel_size", kernel_size)
+    check_int("kernel_frames", kernel_frames, numpy=False)
+    check_int("kernel_size", kernel_size, numpy=False)
     return _video_perturbation(areas, evenly=evenly, temporal_sigma=None,
                                core=(kernel_frames, kernel_size, float(smoothness_weight), int(smoothness_start)),
                                variant=variant, reward=reward, perturbation=perturbation, step=step, sigma=sigma,

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxvx.methods._common import check_positive_int, check_video, guarded, is_traced, resolve_target
+from jaxvx._checks import check_int, is_int
+from jaxvx.methods._common import check_video, guarded, is_traced, resolve_target
 
 __all__ = [
     "ExtremalResult",
@@ -491,13 +492,12 @@ def _check_common(variant, reward, perturbation, step, sigma, max_iter, num_leve
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if perturbation not in ("blur", "fade"):
         raise ValueError(f"perturbation must be 'blur' or 'fade', got {perturbation!r}")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+    if not is_int(step, numpy=False) or step < 1:
         raise ValueError(f"step must be a positive int (pixels between control points), got {step!r}")
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
-    check_positive_int("max_iter", max_iter)
-    if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
-        raise ValueError(f"num_levels must be an int >= 2, got {num_levels!r}")
+    check_int("max_iter", max_iter, numpy=False)
+    check_int("num_levels", num_levels, 2, numpy=False)
     if loop not in LOOPS:
         raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
 

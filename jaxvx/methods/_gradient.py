@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvx import _program as P
+from jaxvx._checks import check_int
 from jaxvx.lrp._pool import fast_pools
 from jaxvx.methods._common import check_batch_size, check_video, guarded, points_per_pass, resolve_target
 
@@ -100,9 +101,7 @@ def ig_alphas(steps: int, method: str = "gausslegendre") -> tuple[np.ndarray, np
     ``linspace(0, 1, n)``, weights ``1/n`` with the first and last halved (as captum, whose weights then sum to
     ``1 - 1/n``).
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps: expected a positive int, got {steps!r}")
-    n = int(steps)
+    n = check_int("steps", steps)
     if method == "gausslegendre":
         nodes, w = np.polynomial.legendre.leggauss(n)
         return 0.5 * (1 + nodes), 0.5 * w
@@ -200,8 +199,7 @@ def smoothgrad(base: Callable | None = None, n: int = 20, noise: float = 0.1, ba
     base = gradient() if base is None else base
     if not callable(base):
         raise TypeError(f"base: expected a method (callable), got {base!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive int, got {n!r}")
+    check_int("n", n, numpy=False)
     if not isinstance(noise, (int, float)) or noise < 0:
         raise ValueError(f"noise: expected a number >= 0, got {noise!r}")
     batch_size = check_batch_size(batch_size)

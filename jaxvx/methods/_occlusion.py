@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx.methods._common import (check_batch_size, check_positive_int, check_video, guarded, is_traced,
-                                  points_per_pass, resolve_target, select)
+from jaxvx._checks import check_int, is_int
+from jaxvx.methods._common import (check_batch_size, check_video, guarded, is_traced, points_per_pass, resolve_target,
+                                  select)
 
 __all__ = ["occlusion", "frame_masking", "broadcast_frames", "SCORES"]
 
@@ -41,13 +42,13 @@ def _check_score(score):
 
 
 def _triple(name: str, value, dims: Sequence[int] | None = None) -> tuple[int, int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value):
         value = (int(value),) * 3
     try:
         value = tuple(value)
     except TypeError:
         raise TypeError(f"{name} must be an int or a (T, H, W) triple of ints, got {value!r}") from None
-    if len(value) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value):
+    if len(value) != 3 or any(not is_int(v) or v < 1 for v in value):
         raise ValueError(f"{name} must be a (T, H, W) triple of positive ints, got {value!r}")
     return tuple(int(v) for v in value)
 
@@ -216,8 +217,8 @@ def frame_masking(width: int = 1, *, stride: int = 1, baseline: float | jax.Arra
         ``method(forward, video, target=None, *, key=None) -> scores`` float32 ``[B, T]``; use
         :func:`broadcast_frames` for a ``[B, T, H, W]`` map.
     """
-    check_positive_int("width", width)
-    check_positive_int("stride", stride)
+    check_int("width", width, numpy=False)
+    check_int("stride", stride, numpy=False)
     _check_score(score)
     check_batch_size(batch_size, allow_none=False)
 

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx._checks import is_int
 from jaxvx.methods._common import check_batch_size, check_video, guarded, is_traced, resolve_target
 from jaxvx.methods._occlusion import evaluate_many, jit_forward
 
@@ -113,7 +114,7 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be a quantile in [0, 1], got {alpha!r}")
     block = tuple(block)
-    if len(block) != 2 or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 for b in block):
+    if len(block) != 2 or any(not is_int(b) or b < 1 for b in block):
         raise ValueError(f"block must be a (height, width) pair of positive ints, got {block!r}")
     check_batch_size(batch_size, allow_none=False)
 

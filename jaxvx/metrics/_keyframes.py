@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx._checks import check_int, is_int
+
 __all__ = ["KeyFrames", "keyframes", "difference_signal", "iterative_baseline", "peak_indices", "keyframe_correlation"]
 
 
@@ -60,7 +62,7 @@ def difference_signal(frames, *, blur: int = 9) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (as decoded), got {frames.dtype}")
-    if isinstance(blur, bool) or not isinstance(blur, numbers.Integral) or blur < 1 or blur % 2 == 0:
+    if not is_int(blur) or blur < 1 or blur % 2 == 0:
         raise ValueError(f"blur must be an odd int >= 1, got {blur!r}")
     gray = _gray(frames)
     if gray.shape[0] < 1:
@@ -155,8 +157,7 @@ def keyframes(frames, *, threshold: float = 0.3, blur: int = 9, degree: int = 2)
     """
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
-    if isinstance(degree, bool) or not isinstance(degree, numbers.Integral) or degree < 0:
-        raise ValueError(f"degree must be an int >= 0, got {degree!r}")
+    check_int("degree", degree, 0)
     d = difference_signal(frames, blur=blur)
     base = iterative_baseline(d, degree=int(degree))
     s = d - base

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from jaxvx._checks import check_int
 
 __all__ = ["PerturbationCurve", "perturbation_curve", "deletion_curve", "insertion_curve", "MODES", "UNITS", "SCORES"]
 
@@ -99,9 +100,7 @@ def perturbation_curve(forward: Callable, video, relevance, target, *, mode: str
     n = per_unit.shape[1]
     if steps is None:
         steps = t if unit == "frames" else 20
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    steps = int(steps)
+    steps = check_int("steps", steps)
     target = jnp.asarray(target)
     if target.shape != (b,) or not jnp.issubdtype(target.dtype, jnp.integer):
         raise ValueError(f"target must be int [B] = ({b},), got shape {tuple(target.shape)} dtype {target.dtype}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import numpy as np
+
+from jaxvx._checks import check_int
 
 __all__ = ["MeanCI", "bootstrap_ci"]
 
@@ -34,8 +35,7 @@ def bootstrap_ci(values, *, num_resamples: int = 1000, confidence: float = 0.95,
         seed: resampling seed. Default 0.
     """
     v = np.asarray(values, dtype=np.float64).ravel()
-    if isinstance(num_resamples, bool) or not isinstance(num_resamples, numbers.Integral) or num_resamples < 1:
-        raise ValueError(f"num_resamples must be an int >= 1, got {num_resamples!r}")
+    check_int("num_resamples", num_resamples)
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     v = v[np.isfinite(v)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from jaxvx._checks import check_int
 from jaxvx.models._layers import Flatten, MaxPool3D, ReLU, conv_general_dilated, scaled
 
 __all__ = ["C3D"]
@@ -19,11 +20,6 @@ _CONVS = (
     ("conv5a", 512, None),
     ("conv5b", 512, ("pool5", (2, 2, 2), ((0, 0), (1, 1), (1, 1)))),
 )
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
 
 
 def _check_width(width):
@@ -61,7 +57,7 @@ class C3D(nn.Module):
     dropout: float = 0.5
 
     def __post_init__(self):
-        _check_positive_int("num_classes", self.num_classes)
+        check_int("num_classes", self.num_classes, numpy=False)
         _check_width(self.width)
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout: expected a rate in [0, 1), got {self.dropout!r}")

@@ -17,6 +17,8 @@ from typing import ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxvx._checks import check_int
+
 __all__ = ["I3D", "Unit3D", "InceptionBlock", "kinetics400_class_names", "KINETICS400_LABELS", "I3D_MIN_FRAMES",
            "I3D_MIN_SIZE"]
 
@@ -133,8 +135,7 @@ class I3D(nn.Module):
     cam_layer: ClassVar[str] = "Mixed_5c"
 
     def __post_init__(self):
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ValueError(f"num_classes: expected a positive int, got {self.num_classes!r}")
+        check_int("num_classes", self.num_classes, numpy=False)
         super().__post_init__()
 
     @nn.compact

@@ -6,7 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvx.models._c3d import _check_positive_int, _check_width
+from jaxvx._checks import check_int
+from jaxvx.models._c3d import _check_width
 from jaxvx.models._layers import Flatten, MaxPool2D, ReLU, TemporalMean, conv_general_dilated, scaled
 
 __all__ = ["SmallCNN", "VGG16", "InputCellAttention", "LSTM", "CNNLSTM", "LSTMClassifier", "BACKBONES", "CELLS"]
@@ -202,8 +203,8 @@ class CNNLSTM(nn.Module):
     dropout: float = 0.5
 
     def __post_init__(self):
-        _check_positive_int("num_classes", self.num_classes)
-        _check_positive_int("hidden", self.hidden)
+        check_int("num_classes", self.num_classes, numpy=False)
+        check_int("hidden", self.hidden, numpy=False)
         _check_width(self.width)
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone: expected one of {BACKBONES}, got {self.backbone!r}")
@@ -255,10 +256,10 @@ class LSTMClassifier(nn.Module):
     width: float = 1.0
 
     def __post_init__(self):
-        _check_positive_int("num_classes", self.num_classes)
-        _check_positive_int("hidden", self.hidden)
-        _check_positive_int("r", self.r)
-        _check_positive_int("d_a", self.d_a)
+        check_int("num_classes", self.num_classes, numpy=False)
+        check_int("hidden", self.hidden, numpy=False)
+        check_int("r", self.r, numpy=False)
+        check_int("d_a", self.d_a, numpy=False)
         _check_width(self.width)
         if self.cell not in CELLS:
             raise ValueError(f"cell: expected one of {CELLS}, got {self.cell!r}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxvx.models._c3d import _check_positive_int, _check_width
+from jaxvx._checks import check_int
+from jaxvx.models._c3d import _check_width
 from jaxvx.models._layers import GlobalAvgPool, ReLU, Sum, conv_general_dilated, scaled
 
 __all__ = ["R2Plus1D18", "Conv2Plus1D", "BasicBlock", "midplanes"]
@@ -125,7 +126,7 @@ class R2Plus1D18(nn.Module):
     fold_bn: bool = False
 
     def __post_init__(self):
-        _check_positive_int("num_classes", self.num_classes)
+        check_int("num_classes", self.num_classes, numpy=False)
         _check_width(self.width)
         super().__post_init__()
 

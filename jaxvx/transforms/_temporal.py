@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx._checks import check_int
 from jaxvx.transforms._base import named
 
 __all__ = ["frame_share", "frame_relevance", "fit_border_lookahead", "BorderLookaheadFit"]
@@ -138,8 +138,7 @@ def fit_border_lookahead(shares, *, t=None, num_bootstrap: int = 1000, confidenc
         raise ValueError(f"shares must have N >= 1 clips and T >= 3 frames for a quadratic fit, got shape {p.shape}")
     if not np.all(np.isfinite(p)):
         raise ValueError("shares must be finite; found NaN or inf")
-    if isinstance(num_bootstrap, bool) or not isinstance(num_bootstrap, numbers.Integral) or num_bootstrap < 1:
-        raise ValueError(f"num_bootstrap must be an int >= 1, got {num_bootstrap!r}")
+    check_int("num_bootstrap", num_bootstrap)
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     tt = np.arange(length, dtype=np.float64) if t is None else np.asarray(t, dtype=np.float64)

@@ -1,0 +1,18 @@
+"""Argument checks every jaxvx module may use; this module imports nothing of jaxvx."""
+
+import numbers
+
+__all__ = ["check_int", "is_int"]
+
+
+def is_int(value, *, numpy: bool = True) -> bool:
+    """Whether ``value`` is an int and not a bool; NumPy integers count unless ``numpy=False``."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral if numpy else int)
+
+
+def check_int(name: str, value, low: int = 1, *, numpy: bool = True) -> int:
+    """``int(value)`` if ``value`` is an int >= ``low`` (not a bool; NumPy integers only with ``numpy=True``), else
+    ``ValueError`` naming the argument, the bound and the value."""
+    if not is_int(value, numpy=numpy) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
