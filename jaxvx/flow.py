@@ -32,8 +32,7 @@ def farneback(frames, *, pyr_scale: float = 0.5, levels: int = 3, winsize: int =
 
     Frames are converted to 8-bit grayscale (``cv2.COLOR_RGB2GRAY``) and every consecutive pair ``(t, t + 1)`` gives
     ``flow[t]``, in pixels: the point at ``(x, y)`` in frame ``t`` is at ``(x + dx, y + dy)`` in frame ``t + 1``
-    (the convention of the synthetic benchmark's true ``flow``). OpenCV is called once per pair (host-side; a
-    16-frame 112x112 clip takes a few milliseconds).
+    (the convention of the synthetic benchmark's true ``flow``). OpenCV is called once per pair, on the host.
 
     Args:
         frames: ``[..., T, H, W, 3]`` RGB (or ``[..., T, H, W, 1]`` grayscale), uint8 or float in [0, 255]; any

@@ -453,8 +453,7 @@ def render_clip(config: SyntheticConfig, split: str, index: int, *, label: int |
 class SyntheticVideos(Sequence):
     """An in-memory source over the synthetic benchmark: ``len``, ``__getitem__`` and ``batch``.
 
-    Clips are rendered on access (a few milliseconds each at 16 x 112 x 112) and are deterministic in
-    ``(config.seed, split, index)``.
+    Clips are rendered on access and are deterministic in ``(config.seed, split, index)``.
     """
 
     def __init__(self, config: SyntheticConfig, split: str = "train", num_clips: int | None = None):

@@ -1,11 +1,10 @@
 """Winner-takes-all max-pool backward without ``select_and_scatter``.
 
-XLA's CPU backend compiles the max-pool gradient (``select_and_scatter``) slowly and runs it slowly: on C3D's pool1
-(16 x 112 x 112 x 64) it took about 2 s against 0.06 s for the pooling itself on this machine kind. For the common
-non-overlapping pools (stride = window) the same routing is a reshape: every window becomes a trailing axis, the
-cotangent goes to the first maximal element (``argmax``, the element XLA and PyTorch pick on ties). Overlapping
-pools (the I3D's 3 x 3 x 3 windows of stride 1, its 3 x 3 windows of stride 2) take one strided view per window
-offset instead, with the same choice of winner.
+XLA's CPU backend compiles the max-pool gradient (``select_and_scatter``) slowly and runs it slowly, many times the
+pooling itself (docs/performance.md). For the common non-overlapping pools (stride = window) the same routing is a
+reshape: every window becomes a trailing axis, the cotangent goes to the first maximal element (``argmax``, the
+element XLA and PyTorch pick on ties). Overlapping pools (the I3D's 3 x 3 x 3 windows of stride 1, its 3 x 3
+windows of stride 2) take one strided view per window offset instead, with the same choice of winner.
 """
 
 from __future__ import annotations

@@ -19,8 +19,7 @@ def chunked(method: Callable, batch_size: int | str | None = "auto") -> Callable
     inference mode), ``chunked(method, k)(forward, video, target)`` equals ``method(forward, video, target)`` up to
     float32 rounding; it only changes how the work is cut. Use it to bound memory (``k`` clips of activations
     instead of ``B``), or for speed on CPU: XLA's CPU convolutions run a batch of ``B`` clips more slowly than
-    ``B`` single clips (the gradient of the full C3D, 8 clips of 16 x 112 x 112 on 2 cores: 12.3 s one clip at a
-    time against 14.1 to 16.0 s stacked).
+    ``B`` single clips (docs/performance.md).
 
     Args:
         method: any method ``method(forward, video, target, *, key=None)`` whose outputs (an array or a pytree of

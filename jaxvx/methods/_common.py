@@ -183,9 +183,8 @@ def points_per_pass(batch_size, n: int, accelerator: int | None = None) -> int:
 
     ``None``: all ``n``; an int: at most that many; ``"auto"``: one on the CPU backend, elsewhere all ``n`` (at
     most ``accelerator`` when given, for methods with too many items to stack them all).
-    On XLA's CPU backend a pass of ``k`` stacked clips costs more than ``k`` passes of one clip (C3D on 2 cores,
-    integrated gradients with 8 points or the gradient of 8 clips: 1.15 to 1.3 times for the full C3D, 1.1 times
-    at width 1/4); a GPU or TPU needs the stacked batch to fill the device.
+    On XLA's CPU backend a pass of ``k`` stacked clips costs more than ``k`` passes of one clip
+    (docs/performance.md); a GPU or TPU needs the stacked batch to fill the device.
     """
     if batch_size is None:
         return n

@@ -286,7 +286,7 @@ def area_loss(masks: jax.Array, num_zeros) -> jax.Array:
     Sorting only permutes, so the loss is ``mean((m - o)^2)`` with ``o_i = 1`` for the elements a stable ascending
     sort puts at positions ``>= num_zeros`` (ties in index order, as ``jnp.sort``). ``o`` needs only the
     ``num_zeros``-th smallest value, found by bisection on the floats' bit patterns: the same value and gradient as
-    differentiating through ``jnp.sort``, about 10x faster on CPU (XLA's sort is slow there).
+    differentiating through ``jnp.sort``, and faster on CPU, where XLA's sort is slow (docs/performance.md).
     """
     m = jnp.asarray(masks) + 0.0  # -0.0 -> +0.0, so that bit patterns order as the values
     n = m.shape[-1]
@@ -344,10 +344,9 @@ LOOPS = ("auto", "scan", "python")
 
 
 def resolve_loop(loop: str, traced: bool) -> str:
-    """``"auto"`` is ``"scan"``: the faster loop on every backend measured for jaxvx's models (on 2 CPU cores,
-    EP-3D on R(2+1)D-18 x 0.25: 1.22 s per iteration scanned, 2.07 s one jitted step at a time). ``"python"`` is
-    for models whose convolutions XLA's CPU backend runs slowly inside loop bodies (plain ``lax`` convolutions
-    with JAX's own transposes; jaxvx's models use :func:`jaxvx.models.conv_general_dilated`)."""
+    """``"auto"`` is ``"scan"``: the faster loop on every backend measured for jaxvx's models (docs/performance.md).
+    ``"python"`` is for models whose convolutions XLA's CPU backend runs slowly inside loop bodies (plain ``lax``
+    convolutions with JAX's own transposes; jaxvx's models use :func:`jaxvx.models.conv_general_dilated`)."""
     if loop not in LOOPS:
         raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
     if loop == "auto":

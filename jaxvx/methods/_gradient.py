@@ -139,12 +139,12 @@ def integrated_gradients(steps: int = 50, method: str = "gausslegendre", baselin
     broadcastable to ``video``; default 0). The path points are stacked into the batch axis, ``batch_size`` of them
     (``batch_size * B`` clips) per forward/backward pass, the passes in a ``lax.map`` (see :func:`points_per_pass`):
     ``None`` stacks all of them into one pass (captum's ``internal_batch_size=None``); the default ``"auto"`` does
-    so on a GPU or TPU and takes one point per pass on the CPU backend, where that is faster (full C3D, 8 points,
-    2 cores: 12.5 to 13.3 s against 16.5 to 17.4 s stacked). An int bounds memory. The result does not depend on
+    so on a GPU or TPU and takes one point per pass on the CPU backend, where that is faster (docs/performance.md).
+    An int bounds memory. The result does not depend on
     ``batch_size`` beyond float32 rounding. ``target=None``: the class predicted for ``video`` itself.
 
     jaxvx's models keep a fast backward pass inside ``lax.map`` bodies on CPU; a model whose convolutions use JAX's
-    own transpose runs its backward pass 3 to 4 times slower there on XLA's CPU backend (see
+    own transpose runs its backward pass several times slower there on XLA's CPU backend (see
     :func:`jaxvx.models.conv_general_dilated`): pass ``batch_size=None`` for such a model.
     """
     alphas_all, weights_all = ig_alphas(steps, method)
@@ -193,7 +193,7 @@ def smoothgrad(base: Callable | None = None, n: int = 20, noise: float = 0.1, ba
     rounding, do not depend on ``batch_size`` (a random ``base`` gets one key per pass, which does).
 
     jaxvx's models keep a fast backward pass inside ``lax.map`` bodies on CPU; a model whose convolutions use JAX's
-    own transpose runs its backward pass 3 to 4 times slower there on XLA's CPU backend (see
+    own transpose runs its backward pass several times slower there on XLA's CPU backend (see
     :func:`jaxvx.models.conv_general_dilated`): pass ``batch_size=None`` for such a model.
     """
     base = gradient() if base is None else base

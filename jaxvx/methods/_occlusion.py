@@ -100,8 +100,8 @@ def evaluate_many(one: Callable, settings: tuple, n: int, args, batch_size: int 
       whole method stays one program.
     - Called eagerly: chunks of ``batch_size`` indices, each one call of a jitted ``vmap`` (the last chunk padded by
       repeating its last index, so that one program serves every chunk); on an accelerator they cost one dispatch
-      per chunk. On XLA's CPU backend a convolution differentiated by JAX's own rule runs its backward pass about
-      3x slower inside ``lax.map``'s loop than in a top-level program (1.6 s vs 0.53 s per C3D gradient); jaxvx's
+      per chunk. On XLA's CPU backend a convolution differentiated by JAX's own rule runs its backward pass
+      several times slower inside ``lax.map``'s loop than in a top-level program (docs/performance.md); jaxvx's
       models write that backward out (:func:`jaxvx.models.conv_general_dilated`) and run as fast in the loop, so
       for them the jitted program is as fast as the eager chunks or faster; for other models call eagerly on CPU.
     """

@@ -101,8 +101,8 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
         baseline: the masking value, scalar or array broadcastable to ``[B, T, H, W, C]`` (default 0).
         normalize: min-max scale the final map per clip (default True).
         batch_size: masked clips evaluated at once (memory bound); ``"auto"`` (default): 1 on the CPU backend,
-            where stacking gains nothing (C3D x 1/8, 87 base calls at 30 x 112 x 112: 6.6 to 9.1 s with 1 or 8 per
-            call), 16 elsewhere (:data:`jaxvx.methods._occlusion.AUTO_BATCH_ACCELERATOR`).
+            where stacking gains nothing (docs/performance.md), 16 elsewhere
+            (:data:`jaxvx.methods._occlusion.AUTO_BATCH_ACCELERATOR`).
 
     Returns:
         ``method(forward, video, target=None, *, key=None) -> relevance`` float32 ``[B, T, H, W]``. ``key`` is passed

@@ -14,7 +14,7 @@ train=False)``):
 Explanation methods read any model as a traced program (:mod:`jaxvx.program`), so nothing here is needed to
 explain a model. The other models' 3D convolutions compute with :func:`conv_general_dilated` (their
 ``conv_general_dilated`` attribute): ``lax.conv_general_dilated``'s result, on the CPU by oneDNN's kernels (or as
-2D convolutions, which XLA's CPU backend does 2 to 6 times faster than its 3D ones; :func:`conv_form`); the
+2D convolutions, which XLA's CPU backend runs several times faster than its 3D ones; :func:`conv_form`); the
 methods compute every model's convolutions that way. BatchNorm is ``flax.linen.BatchNorm`` (inference mode unless
 ``train=True``); the parameter-free layers are Modules (:class:`ReLU`, :class:`MaxPool3D` / :class:`MaxPool2D`,
 :class:`AvgPool3D` / :class:`AvgPool2D`, :class:`Sum`, :class:`Flatten`, :class:`GlobalAvgPool`,

@@ -91,12 +91,12 @@ def conv_form() -> str:
     """How :func:`conv_general_dilated` computes the 3D convolutions of the program being traced.
 
     - ``"onednn"``: oneDNN's kernels as XLA custom calls (:mod:`jaxvx.models._onednn`; CPU backend only);
-    - ``"rewrite"``: as 2D convolutions XLA runs (its CPU backend's 3D convolutions are 2 to 6 times slower);
+    - ``"rewrite"``: as 2D convolutions XLA runs (its CPU backend's 3D convolutions are several times slower);
     - ``"lax"``: ``lax.conv_general_dilated`` itself, XLA's native 3D convolution (cuDNN's on NVIDIA GPUs).
 
     The environment variable ``JAXVX_CONV`` (read when a program is traced) picks one; ``auto`` (default) means
-    ``onednn`` on the CPU backend where jaxvx's oneDNN library loaded (forward and input gradient 1.5 to 2.8 times
-    faster than the rewrite on C3D, 2 cores), else ``rewrite`` on CPU, and ``lax`` on GPU and TPU. Asking for ``onednn``
+    ``onednn`` on the CPU backend where jaxvx's oneDNN library loaded (forward and input gradient faster than the
+    rewrite; docs/performance.md), else ``rewrite`` on CPU, and ``lax`` on GPU and TPU. Asking for ``onednn``
     off the CPU backend or without the library raises ``RuntimeError``.
     """
     form = _requested_form()
@@ -135,9 +135,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
     Channels-last 2D convolutions (``[B, H, W, C]``, ``[kH, kW, I, O]``; the per-frame CNNs of
     :class:`~jaxvx.models.CNNLSTM`) go to oneDNN in the ``"onednn"`` form, as a 3D convolution of the ``B`` images
-    taken as frames with a one-frame kernel (CNN-LSTM with VGG16 x 1/4 on 16 x 112 x 112: forward 76 against
-    112 ms, gradient 200 to 228 against 271 ms; the small CNN-LSTM level), to ``lax.conv_general_dilated``
-    otherwise.
+    taken as frames with a one-frame kernel (faster than XLA's for the CNN-LSTM with VGG16, level for the small one;
+    docs/performance.md), to ``lax.conv_general_dilated`` otherwise.
     Any other case (other layouts, dilation, groups, other ranks) goes to ``lax.conv_general_dilated``. Results
     equal the 3D convolution up to float32 rounding (a different summation order). Works under ``jit`` and
     ``vmap``; differentiable in reverse mode (``jax.grad``, ``jax.vjp``, to any order); forward mode
@@ -222,7 +221,7 @@ def _conv2d(x, k, strides, pads, precision=None, preferred_element_type=None):
     JAX transposes a convolution into one whose kernel has its I and O axes swapped in the dimension numbers
     (``01oi``). At the top level of a program XLA's CPU backend copies such a kernel into the usual layout and runs
     the fast kernels; inside a loop body (``lax.map``, ``lax.scan``) it does not, and the backward convolutions ran
-    4 times slower there (measured on C3D, 2 cores). Here the input gradient is the same convolution written with a
+    several times slower there (docs/performance.md). Here the input gradient is the same convolution written with a
     flipped, I/O-swapped kernel in ``HWIO`` layout: ``dx = conv(dilate(g, strides), flip(k)^T)`` with padding
     ``(kH - 1 - lo, H - 1 - (H' - 1) s + lo)`` per axis. Kernel gradients use JAX's own rule. Reverse mode only for
     the cases it takes (see :func:`_conv2d_takes`); anything else goes to ``lax.conv_general_dilated``.

@@ -1,10 +1,9 @@
 """oneDNN's 3D convolutions as XLA custom calls on the CPU backend (the native piece built from csrc/).
 
-On 2 CPU cores with AVX2, XLA's own convolutions run C3D's layers at 30 to 120 GFLOP/s (Eigen); oneDNN's JIT
-kernels, called here through XLA's FFI, take 0.35 to 0.65 of that time forward and for the input gradient (full
-C3D at batch 1, width 1/4 at batch 8; ``scripts/bench/bench_convs.py``, docs/performance.md). :func:`conv3d` is a drop-in for a channels-last
-``lax.conv_general_dilated`` (``NDHWC`` input, ``DHWIO`` kernel, float32, no dilation or groups) with reverse-mode
-derivatives of any order and ``vmap``:
+oneDNN's JIT kernels, called here through XLA's FFI, take less time than XLA's own convolutions (Eigen) forward and
+for the input gradient on the CPU (``scripts/bench/bench_convs.py``, docs/performance.md). :func:`conv3d` is a
+drop-in for a channels-last ``lax.conv_general_dilated`` (``NDHWC`` input, ``DHWIO`` kernel, float32, no dilation
+or groups) with reverse-mode derivatives of any order and ``vmap``:
 
 - forward ``y = conv(x, w)``;
 - input gradient ``dx = conv^T_x(g, w)`` (oneDNN's backward-data) and kernel gradient ``dw = conv^T_w(x, g)``
