@@ -1,10 +1,17 @@
-"""Peer-library helpers shared by the benchmarks."""
+"""Peer-library helpers shared by the benchmarks; ``twins``: the PyTorch twins of tests/peers/_torch_twins.py."""
 
 from __future__ import annotations
+
+import pathlib
+import sys
 
 import numpy as np
 
 import _torch_device as torch_device
+
+# The twins live beside the peer tests, which use them too (not in the library package).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tests" / "peers"))
+import _torch_twins as twins  # noqa: E402
 
 
 def torch_inputs(torch, device, x, target):

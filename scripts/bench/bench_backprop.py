@@ -34,9 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
-from _peers import torch_inputs, zennit_runner
+from _peers import torch_inputs, twins, zennit_runner
 from _timing import alternating_best, format_mib, program_mib, torch_peak_mib
-from jaxvx import _torch_twins as twins
 from jaxvx import convert, lrp
 from jaxvx import methods as M
 

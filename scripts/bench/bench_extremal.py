@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import _torch_device as torch_device
+from _peers import twins
 from _timing import format_mib, program_mib, torch_peak_mib
-from jaxvx import _torch_twins as twins
 from jaxvx import convert
 from jaxvx.methods import ep3d, step
 

@@ -1,8 +1,8 @@
 """PyTorch twins of C3D and R(2+1)D-18, converted with jaxvx.convert, must give the same logits.
 
-The twins live in ``jaxvx._torch_twins`` (torchvision is not available): the common C3D port (pool5 with padding
-(0, 1, 1)) and torchvision's ``r2plus1d_18`` layout (Sequential indices give the state-dict names), both with a
-width multiplier.
+The twins live in ``_torch_twins`` beside this file (torchvision is not available): the common C3D port (pool5 with
+padding (0, 1, 1)) and torchvision's ``r2plus1d_18`` layout (Sequential indices give the state-dict names), both with
+a width multiplier.
 """
 
 import jax
@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import _torch_twins as twins  # tests/peers/_torch_twins.py (tests/peers is on sys.path under pytest)
 from jaxvx import CheckpointError, convert, models
-from jaxvx import _torch_twins as twins
 
 
 def _rel_err(a, b):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvx import _torch_twins as twins
+import _torch_twins as twins  # tests/peers/_torch_twins.py (tests/peers is on sys.path under pytest)
 from jaxvx import convert, lrp, methods
 
 WIDTH = 1 / 16

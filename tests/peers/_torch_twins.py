@@ -2,8 +2,9 @@
 
 A twin has the parameter names of the weights users convert (the common C3D Sports-1M port: ``conv1``, ``conv2``,
 ``conv3a`` ... ``fc8``; torchvision's ``r2plus1d_18``), so that ``jaxvx.convert`` turns its ``state_dict`` into
-the same network in Flax, and the two can be run side by side on identical weights. Not part of the public API;
-the caller passes the ``torch`` module (torch is an optional dependency, the ``peers`` extra).
+the same network in Flax, and the two can be run side by side on identical weights. Not part of the package (the
+benchmarks in scripts/bench/ import it from here); the caller passes the ``torch`` module (torch is an optional
+dependency, the ``peers`` extra).
 """
 
 from __future__ import annotations
