@@ -17,6 +17,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 
 from jaxvx import metrics as M
+from jaxvx._maps import channel_sum
 from jaxvx.transforms import frame_share
 
 __all__ = ["BUILTIN", "Metric", "resolve_metrics", "MetricOptions"]
@@ -82,15 +83,14 @@ def _frame_share(rel, batch):
 
 def _selectivity(rel, batch):
     """What the transforms kept of the method's own map. When they reduced its channels (``[B, T, H, W, C]`` to
-    ``[B, T, H, W]``, as ``jaxvx run`` does before selective relevance), the method's map is summed over channels
-    first (:func:`jaxvx.transforms.sum_channels`), so that both sides are one value per position."""
+    ``[B, T, H, W, 1]``, as ``jaxvx run`` does before selective relevance), both are summed over channels first
+    (:func:`jaxvx._maps.channel_sum`), so that both sides are one value per position."""
     raw = batch["raw"]
-    if rel.ndim == 4 and raw.ndim == 5 and raw.shape[:4] == rel.shape:
-        raw = raw.sum(axis=-1)
+    if rel.shape != raw.shape and rel.shape[:4] == raw.shape[:4]:
+        rel, raw = channel_sum(rel), channel_sum(raw)
     if raw.shape != rel.shape or rel.ndim not in (4, 5):
         raise ValueError("the 'selectivity' metric compares the transformed map with the method's own map: they "
-                         f"must have the same [B, T, H, W(, C)] shape (or the method's map one channel axis more), "
-                         f"got {tuple(rel.shape)} and {tuple(raw.shape)}")
+                         f"must lie on the same [B, T, H, W] grid, got {tuple(rel.shape)} and {tuple(raw.shape)}")
     s = M.selectivity(rel, raw)
     return {"selectivity_positions": s.positions, "selectivity_relevance": s.relevance}
 

@@ -284,6 +284,20 @@ def _stream(args) -> int:
     return 0
 
 
+def _methods(args) -> int:
+    """``jaxvx methods``: the registry as a table, one method a line."""
+    from jaxvx.methods import REGISTRY
+
+    rows = [("method", "family", "needs", "map", "conserves", "details", "")]
+    for name, e in REGISTRY.items():
+        rows.append((name, e.family, ",".join(e.needs) or "-", "[B,T,H,W,C]" if e.channels == "input" else
+                     "[B,T,H,W,1]", "yes" if e.conserves else "-", "yes" if e.details else "-", e.summary))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6])
+    return 0
+
+
 def _without_defaults(parser: argparse.ArgumentParser, keys) -> dict:
     """Sets the defaults of ``parser``'s options ``keys`` to ``None`` and returns the ones they had, ``{dest:
     default}``: an option left out then reads ``None``, so that one given equal to its default still overrides a
@@ -313,6 +327,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train a model on the synthetic benchmark (jaxvx train -h)", add_help=False)
 
     from jaxvx.explain import METHODS
+
+    listing = sub.add_parser("methods", help="list the methods by name: what each needs, its map, whether it "
+                                             "conserves the logit")
+    listing.set_defaults(func=_methods)
 
     explain = sub.add_parser("explain", help="predict and explain one snippet; write overlay, sheet, plot, JSON")
     explain.add_argument("video", nargs="?", default=None,

@@ -5,10 +5,10 @@ This is the library behind ``jaxvx explain`` (and the README's first command):
     result = jaxvx.explain.explain_clip("c3d-small", frames, method="deep_taylor", selective_sigma=4.0)
     jaxvx.explain.write_outputs(result, "out/")
 
-Methods are chosen by name (:data:`METHODS`); :func:`build_method` turns a name into a method of the common call
-shape for a given checkpoint, filling in what depends on the model: the pixel bounds of the z^B rule from the
-checkpoint's normalisation, the last convolution for the CAM methods, BatchNorm folding for LRP, and the window
-and block sizes of the perturbation methods from the input size.
+Methods are chosen by name, the entries of :data:`jaxvx.methods.REGISTRY`; :func:`build_method` turns a name into a
+method for a given checkpoint, giving it what its entry needs from the model: the pixel bounds of the z^B rule from
+the checkpoint's normalisation, the layer of the CAM methods (the model's ``cam_layer`` or its last convolution),
+the layers of saliency tubes and contrastive EB from the model class, and the input size of the occlusion windows.
 """
 
 from __future__ import annotations
@@ -25,43 +25,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx._maps import channel_sum
 from jaxvx._provenance import versions
+from jaxvx.methods import EXTREMAL_AREA, method_names
 
 __all__ = ["EXTREMAL_AREA", "LRP_METHODS", "METHODS", "Explanation", "build_method", "explain_clip", "model_input",
            "stream", "write_outputs"]
 
-# the methods whose maps sum-decompose the logit (their relevance sum over the logit is a check)
-LRP_METHODS = ("deep_taylor", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
-METHODS: tuple[str, ...] = (
-    *LRP_METHODS, "gradient", "sensitivity", "gradient_x_input", "integrated_gradients", "guided_backprop", "gradcam",
-    "guided_gradcam", "saliency_tubes", "excitation_backprop", "contrastive_excitation_backprop", "occlusion",
-    "frame_masking", "tsr", "ep3d", "step",
-)
-# EP-3D and STEP by name optimise one preserved volume of this fraction of the clip (Li et al. run several areas at
-# once: call jaxvx.methods.ep3d / step with the areas you need)
-EXTREMAL_AREA = 0.1
-
-
-def _with_channel_axis(method: Callable) -> Callable:
-    """A method returning ``[B, T, H, W]`` maps as one returning ``[B, T, H, W, 1]``, the shape the explain, run and
-    stream paths reduce over channels."""
-
-    def with_axis(forward, video, target=None, *, key=None):
-        return method(forward, video, target, key=key)[..., None]
-
-    with_axis.__name__ = getattr(method, "__name__", "method")
-    return with_axis
-
-
-def _frames_as_map(method: Callable) -> Callable:
-    """A method returning per-frame scores ``[B, T]`` as one returning ``[B, T, H, W]`` (each frame its score)."""
-    from jaxvx.methods import broadcast_frames
-
-    def as_map(forward, video, target=None, *, key=None):
-        return broadcast_frames(method(forward, video, target, key=key), video)
-
-    as_map.__name__ = getattr(method, "__name__", "method")
-    return as_map
+#: every method name (the keys of jaxvx.methods.REGISTRY)
+METHODS: tuple[str, ...] = method_names()
+#: the methods whose maps sum-decompose the logit (their relevance sum over the logit is a check)
+LRP_METHODS: tuple[str, ...] = method_names(conserves=True)
 
 
 def _pixel_bounds(card: Mapping) -> tuple[np.ndarray, np.ndarray]:
@@ -83,78 +57,44 @@ def _last_conv(forward: Callable, x) -> str:
     return convs[-1]
 
 
-def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, Any, Mapping]:
-    """``(method, model, variables)`` for method ``name`` on this checkpoint: give the method
-    ``functools.partial(model.apply, variables)`` as its ``forward`` (inside the jitted function, with
-    ``variables`` an argument of it: closed-over parameters become constants that XLA folds at length).
-
-    LRP methods and excitation backprop fold BatchNorm themselves (they read the traced program); the z^B rule of
-    ``deep_taylor`` and
-    ``epsilon_gamma_box`` gets the per-channel bounds of preprocessed pixels in [0, 1]. Grad-CAM, guided Grad-CAM and
-    ``excitation_backprop`` take the model's ``cam_layer`` (the I3D's ``Mixed_5c``) or else its last convolution;
-    ``excitation_backprop`` maps the winning probabilities of that layer's outputs (upsampled), ``contrastive_excitation_backprop``
-    (Bargal et al.'s cEB-R) needs a :class:`jaxvx.models.CNNLSTM` and ``saliency_tubes`` (Stergiou et al.) a
-    :class:`jaxvx.models.R2Plus1D18` (global average pooling under one Dense head). The perturbation methods
-    (their maps ``[B, T, H, W, 1]``): ``occlusion`` with windows of ``T/4 x H/7 x W/7`` (captum's semantics; 4 x 16 x
-    16 at 16 x 112 x 112: 196 occluded clips), ``frame_masking`` (the drop of the logit with each frame masked,
-    Jayawardhana et al.'s time contribution; each frame filled with its score), ``tsr`` two-step over the gradient
-    magnitude with 10 x 10 blocks (``1 + T + k * blocks`` gradients), ``ep3d`` and ``step`` with Li et al.'s
-    settings (1000 iterations) and one area, :data:`EXTREMAL_AREA`, the mask as the map.
-    """
-    from jaxvx import lrp, methods
-
-    if name not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {name!r}")
-    forward = functools.partial(model.apply, variables)
-    low, high = _pixel_bounds(card)
-    if name in LRP_METHODS:
-        composite = {
-            "deep_taylor": lambda: lrp.deep_taylor(low=low, high=high),
-            "epsilon_plus": lrp.epsilon_plus,
-            "epsilon_plus_flat": lrp.epsilon_plus_flat,
-            "epsilon_gamma_box": lambda: lrp.epsilon_gamma_box(low=low, high=high),
-            "epsilon_alpha2_beta1": lrp.epsilon_alpha2_beta1,
-        }[name]()
-        return methods.lrp(composite), model, variables
-    if name in ("occlusion", "frame_masking", "tsr", "ep3d", "step"):
-        t, h, w = (int(n) for n in card["input_shape"][:3])
-        method = {
-            "occlusion": lambda: methods.occlusion(window=(max(1, t // 4), max(1, h // 7), max(1, w // 7))),
-            "frame_masking": lambda: _frames_as_map(methods.frame_masking()),
-            "tsr": lambda: methods.tsr(methods.gradient(absolute=True)),
-            "ep3d": lambda: methods.ep3d(EXTREMAL_AREA, output="map"),
-            "step": lambda: methods.step(EXTREMAL_AREA, output="map"),
-        }[name]()
-        return _with_channel_axis(method), model, variables
-    if name in ("gradcam", "guided_gradcam", "excitation_backprop"):
+def _need(need: str, model, forward: Callable, card: Mapping):
+    """What the model says of ``need`` (a key of :data:`jaxvx.methods.NEEDS`), or None where it says nothing."""
+    if need == "bounds":
+        return _pixel_bounds(card)
+    if need == "input_shape":
+        return tuple(int(n) for n in card["input_shape"][:3])
+    if need == "layer":
         shape = (1, *card["input_shape"])
-        layer = getattr(type(model), "cam_layer", None) or _last_conv(forward, jnp.zeros(shape, jnp.float32))
-        factory = {"gradcam": methods.gradcam, "guided_gradcam": methods.guided_gradcam,
-                   "excitation_backprop": methods.excitation_backprop}[name]
-        return factory(layer), model, variables
-    if name == "contrastive_excitation_backprop":
-        from jaxvx.models import CNNLSTM
+        return getattr(type(model), "cam_layer", None) or _last_conv(forward, jnp.zeros(shape, jnp.float32))
+    return getattr(type(model), need, None)  # tube_layers, lstm_layers: said by the model class
 
-        if not isinstance(model, CNNLSTM):
-            raise ValueError(f"contrastive_excitation_backprop needs a CNN-LSTM (jaxvx.models.CNNLSTM), this "
-                             f"checkpoint holds a {type(model).__name__}")
-        return methods.contrastive_excitation_backprop(), model, variables
-    if name == "saliency_tubes":
-        from jaxvx.models import R2Plus1D18
 
-        if not isinstance(model, R2Plus1D18):
-            raise ValueError(f"saliency_tubes by name needs global average pooling under one Dense head "
-                             f"(jaxvx.models.R2Plus1D18), this checkpoint holds a {type(model).__name__}; call "
-                             "jaxvx.methods.saliency_tubes(layer, head) with your model's layers")
-        return methods.saliency_tubes("layer4_1", "fc"), model, variables
-    method = {
-        "gradient": lambda: methods.gradient(),
-        "sensitivity": lambda: methods.gradient(squared=True),
-        "gradient_x_input": methods.gradient_x_input,
-        "integrated_gradients": methods.integrated_gradients,
-        "guided_backprop": methods.guided_backprop,
-    }[name]()
-    return method, model, variables
+def build_method(name: str, model, variables, card: Mapping) -> tuple[Callable, Any, Mapping]:
+    """``(method, model, variables)`` for method ``name`` (an entry of :data:`jaxvx.methods.REGISTRY`) on this
+    checkpoint: give the method ``functools.partial(model.apply, variables)`` as its ``forward`` (inside the jitted
+    function, with ``variables`` an argument of it: closed-over parameters become constants that XLA folds at
+    length).
+
+    What the entry needs comes from the checkpoint: ``bounds`` (z^B of ``deep_taylor`` and ``epsilon_gamma_box``)
+    are the per-channel bounds of preprocessed pixels in [0, 1]; ``layer`` (Grad-CAM, guided Grad-CAM, excitation
+    backprop) is the model's ``cam_layer`` (the I3D's ``Mixed_5c``) or else its last convolution; ``tube_layers``
+    and ``lstm_layers`` are said by the model class (:class:`jaxvx.models.R2Plus1D18`, :class:`jaxvx.models.
+    CNNLSTM`); ``input_shape`` is the card's. A checkpoint that cannot give a need is a ValueError naming the method,
+    the need and the model. Every method returns ``[B, T, H, W, C]`` or ``[B, T, H, W, 1]`` (the entry's
+    ``channels``). LRP and excitation backprop fold BatchNorm themselves (they read the traced program).
+    """
+    from jaxvx.methods import NEEDS, REGISTRY, make
+
+    if name not in REGISTRY:
+        raise ValueError(f"method must be one of {list(REGISTRY)}, got {name!r}")
+    forward = functools.partial(model.apply, variables)
+    needs = {}
+    for need in REGISTRY[name].needs:
+        needs[need] = _need(need, model, forward, card)
+        if needs[need] is None:
+            raise ValueError(f"{name} by name needs {NEEDS[need]}; this checkpoint holds a {type(model).__name__}, "
+                             f"which does not say it: call jaxvx.methods.{name}(...) with your model's layers")
+    return make(name, **needs), model, variables
 
 
 def model_input(frames: np.ndarray, card: Mapping) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +137,7 @@ def explain_clip(checkpoint: str, frames: np.ndarray, *, method: str = "deep_tay
     Args:
         checkpoint: a shipped checkpoint name or a path (:func:`jaxvx.checkpoints.load`).
         frames: the snippet, any frame size (resized and cropped as the checkpoint's card says).
-        method: one of :data:`METHODS`.
+        method: one of :data:`METHODS` (the names of :data:`jaxvx.methods.REGISTRY`).
         selective_sigma: also compute selective relevance with this threshold (``None``: skip).
         target: the class to explain (default: the predicted class).
         ground_truth: a synthetic record (``boxes``, ``present``, ``segment``, ``motion``) to score the map with
@@ -244,7 +184,7 @@ def explain_clip(checkpoint: str, frames: np.ndarray, *, method: str = "deep_tay
     predict(variables, video).block_until_ready()
     forward_seconds = time.perf_counter() - start
 
-    summed = relevance.sum(axis=-1) if relevance.ndim == 4 else relevance
+    summed = np.asarray(channel_sum(relevance[None]))[0]
     selected = None
     if selective_sigma is not None:
         selected = np.asarray(transforms.selective(selective_sigma)(jnp.asarray(summed)[None]))[0]

@@ -42,7 +42,7 @@ Example::
         variables=variables, preprocess=card["preprocess"], out="runs/gradient")
     print(results.markdown)
 
-Methods must return arrays (a :func:`jaxvx.transforms.named_chain` method returns a dict: use it interactively).
+Methods return maps ``[B, T, H, W, C]`` (``C`` may be 1), as every method of :mod:`jaxvx.methods` does.
 
 :func:`sweep` runs the same over several snippet steps and offsets (Anders et al.'s accuracy and border B over the
 step, lookahead L over the offset), one resumable run per setting, and :func:`jaxvx.viz.plot_sweep` draws it::

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from jaxvx._maps import channel_sum
+
 __all__ = ["contact_sheet", "explanation_figure", "explanation_sheet", "frame_share_figure", "heatmap", "overlay",
            "plot_frame_share", "plot_sweep", "render", "save_figure", "save_png", "sweep_figure"]
 
@@ -119,11 +121,11 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> str:
 
 
 def _channel_sum(relevance) -> np.ndarray:
+    """One clip's map ``[T, H, W, C]`` (or ``[T, H, W]``) summed over channels: ``[T, H, W]`` float32, finite."""
     relevance = np.asarray(relevance, dtype=np.float32)
-    if relevance.ndim == 4:  # [T, H, W, C]
-        relevance = relevance.sum(axis=-1)
-    if relevance.ndim != 3:
-        raise ValueError(f"relevance must be [T, H, W] or [T, H, W, C], got shape {relevance.shape}")
+    if relevance.ndim not in (3, 4):
+        raise ValueError(f"relevance must be one clip's map [T, H, W, C] or [T, H, W], got shape {relevance.shape}")
+    relevance = np.asarray(channel_sum(relevance[None]))[0]
     if not np.all(np.isfinite(relevance)):
         raise ValueError("relevance contains NaN or Inf")
     return relevance

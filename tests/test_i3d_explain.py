@@ -93,13 +93,12 @@ def test_perturbation_methods_run_on_the_i3d(i3d):
     forward = functools.partial(model.apply, variables)
     target = jnp.asarray([card["class_names"].index("arm wrestling")])
     occ = np.asarray(jax.jit(lambda v: methods.occlusion(window=(8, 112, 112))(forward, v, target))(x))
-    assert occ.shape == x.shape[:4] and np.isfinite(occ).all() and np.abs(occ).max() > 0
-    frames = np.asarray(jax.jit(lambda v: methods.frame_masking()(forward, v, target))(x))
+    assert occ.shape == (*x.shape[:4], 1) and np.isfinite(occ).all() and np.abs(occ).max() > 0
+    frames = np.asarray(jax.jit(lambda v: methods.details(methods.frame_masking())(forward, v, target)[1])(x))
     assert frames.shape == (1, 16) and np.isfinite(frames).all()
     for factory in (methods.ep3d, methods.step):
-        mask = np.asarray(jax.jit(lambda v, f=factory: f(0.1, max_iter=3, sigma=23.0, output="map")(
-            forward, v, target))(x))
-        assert mask.shape == x.shape[:4] and np.isfinite(mask).all()
+        mask = np.asarray(jax.jit(lambda v, f=factory: f(0.1, max_iter=3, sigma=23.0)(forward, v, target))(x))
+        assert mask.shape == (*x.shape[:4], 1) and np.isfinite(mask).all()
         assert mask.min() >= 0 and mask.max() <= 1
 
 

@@ -14,7 +14,7 @@ _spec.loader.exec_module(graph)
 
 FLOORS = {
     # checks and exceptions everything may raise; environment and provenance helpers
-    "_checks": 0, "_errors": 0, "_distributed": 0, "_provenance": 0,
+    "_checks": 0, "_errors": 0, "_distributed": 0, "_provenance": 0, "_maps": 0,
     # video files and preprocessing, models, relevance transforms and metrics, optical flow, pickles
     "_pickle": 1, "io": 1, "models": 1, "transforms": 1, "metrics": 1, "flow": 1,
     # what reads models and data: the traced program, converters, data sources, the pipeline's results and metrics

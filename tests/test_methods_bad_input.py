@@ -31,13 +31,14 @@ def video(batch=2, seed=0):
     return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, (batch, 16, 32, 32, 3)), jnp.float32)
 
 
+# what the registry's methods need, for this C3D (saliency tubes and contrastive EB get layers they would reject
+# when run: the input checks come first)
+NEEDS = {"bounds": (-1.0, 1.0), "layer": "conv5b", "input_shape": (16, 32, 32), "tube_layers": ("conv5b", "fc8"),
+         "lstm_layers": ("conv5b", "fc8")}
 METHODS = {
-    "gradient": methods.gradient(),
-    "deep_taylor": methods.lrp(lrp.deep_taylor(-1.0, 1.0)),
-    "epsilon_gamma_box": methods.lrp(lrp.epsilon_gamma_box(-1.0, 1.0)),
-    "gradcam": methods.gradcam("conv5b"),
-    "occlusion": methods.occlusion((8, 16, 16)),
+    **{name: methods.make(name, **{n: NEEDS[n] for n in info.needs}) for name, info in methods.REGISTRY.items()},
     "ep3d": methods.ep3d(0.1, max_iter=2),
+    "occlusion": methods.occlusion((8, 16, 16)),
     "chain": chain(methods.gradient(), sum_channels(), selective(2.0)),
 }
 

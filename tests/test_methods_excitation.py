@@ -55,9 +55,9 @@ def test_excitation_backprop_at_a_layer_sums_to_one():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 8, 8, 2)), jnp.float32)
     forward = functools.partial(model.apply, init(model, x))
     got = np.asarray(methods.excitation_backprop("conv2", interpolation="nearest")(forward, x, jnp.asarray([0, 2])))
-    assert got.shape == x.shape and got.min() >= 0
-    # conv2's map is 4 x 4 x 4, upsampled x1 x2 x2 and repeated over 2 channels: 8 copies of each value
-    np.testing.assert_allclose(got.reshape(2, -1).sum(1) / 8, 1.0, rtol=1e-4)
+    assert got.shape == (*x.shape[:4], 1) and got.min() >= 0  # one value per position
+    # conv2's map is 4 x 4 x 4, upsampled x1 x2 x2: 4 copies of each value
+    np.testing.assert_allclose(got.reshape(2, -1).sum(1) / 4, 1.0, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,8 @@ def test_contrastive_excitation_backprop(cnn_lstm):
     method = methods.contrastive_excitation_backprop(interpolation="nearest")
     target = jnp.asarray([0, 2])
     got = np.asarray(method(functools.partial(model.apply, v), x, target))
-    assert got.shape == x.shape and np.isfinite(got).all()
-    copies = 16 * 3  # conv3 is 4 x 4 per frame: x4 x4 upsampling, repeated over 3 channels
+    assert got.shape == (*x.shape[:4], 1) and np.isfinite(got).all()
+    copies = 16  # conv3 is 4 x 4 per frame: x4 x4 upsampling
     sums = got.reshape(2, -1).sum(1) / copies
     scale = np.abs(got).reshape(2, -1).sum(1) / copies
     assert np.all(scale > 0) and got.min() < 0 < got.max()

@@ -11,7 +11,7 @@ import pytest
 import scipy.ndimage as ndi
 
 from _nets import planned_temp_bytes
-from jaxvx.methods import ExtremalResult, extremal_perturbation, sgd_dampened
+from jaxvx.methods import ExtremalResult, details, extremal_perturbation, sgd_dampened
 from jaxvx.methods._extremal import (
     MaskGenerator,
     apply_pyramid,
@@ -177,9 +177,12 @@ def test_first_iteration_terms_for_each_variant():
     pyr = perturbation_pyramid(video, 8, "blur")
     n = full0.size
     for variant, reward in [("delete", "simple"), ("dual", "contrastive")]:
-        result = extremal_perturbation((0.1, 0.3), variant=variant, reward=reward, max_iter=1, step=4, sigma=5,
-                                       jitter=False, loop="scan")(forward, video, jnp.array([0]))
+        saliency, result = details(extremal_perturbation(
+            (0.1, 0.3), variant=variant, reward=reward, max_iter=1, step=4, sigma=5, jitter=False, loop="scan"))(
+            forward, video, jnp.array([0]))
         assert isinstance(result, ExtremalResult)
+        assert saliency.shape == (*video.shape[:4], 1)  # the map: the masks summed over areas, a channel axis of 1
+        np.testing.assert_allclose(np.asarray(saliency)[..., 0], np.asarray(result.masks).sum(1), rtol=1e-6)
         kept = np.asarray(forward(apply_pyramid(pyr, jnp.asarray(mask0))))[0]
         gone = np.asarray(forward(apply_pyramid(pyr, jnp.asarray(1 - mask0))))[0]
         score = (lambda y: y[0]) if reward == "simple" else (lambda y: y[0] - max(y[1:]))
@@ -202,7 +205,7 @@ def test_preserved_region_is_found_on_clips_and_images():
     images = jnp.asarray(0.1 * rng.normal(size=(2, 24, 24, 3)) + 2 * region[:, :, None], jnp.float32)
     video = jnp.stack([images, images], axis=1)  # two identical frames: the clip's evidence is the image's
     method = extremal_perturbation((0.1, 0.2), max_iter=80, step=4, sigma=5, learning_rate=0.05)
-    result = method(forward, video, jnp.array([0, 0]))
+    saliency, result = details(method)(forward, video, jnp.array([0, 0]))
     assert result.masks.shape == (2, 2, 2, 24, 24) and result.energy.shape == (2, 2, 80)
     masks = np.asarray(result.masks)
     assert masks.min() >= 0 and masks.max() <= 1
@@ -212,12 +215,13 @@ def test_preserved_region_is_found_on_clips_and_images():
     assert np.all(inside > 0.6) and np.all(outside < 0.35), (inside, outside)
     assert np.all(np.asarray(result.reward[..., -1]) > np.asarray(result.reward[..., 5]))
     # images [B, H, W, C]: the same method, the model sees images
-    image_result = method(lambda x: forward(x[:, None]), images, jnp.array([0, 0]))
-    assert image_result.masks.shape == (2, 2, 24, 24)
+    image_map, image_result = details(method)(lambda x: forward(x[:, None]), images, jnp.array([0, 0]))
+    assert image_result.masks.shape == (2, 2, 24, 24) and image_map.shape == (2, 24, 24, 1)
     np.testing.assert_allclose(np.asarray(image_result.masks), masks[:, :, 0], atol=1e-5)
-    saliency = extremal_perturbation((0.1, 0.2), max_iter=80, step=4, sigma=5, learning_rate=0.05, output="map")(
-        forward, video, jnp.array([0, 0]))
-    np.testing.assert_allclose(np.asarray(saliency), masks.sum(1), atol=1e-5)
+    # the method itself returns the map: the masks summed over areas, with a channel axis of 1
+    np.testing.assert_allclose(np.asarray(method(forward, video, jnp.array([0, 0]))), masks.sum(1)[..., None],
+                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(saliency), masks.sum(1)[..., None], atol=1e-5)
 
 
 @pytest.mark.slow
@@ -228,9 +232,9 @@ def test_scan_python_loop_and_jit_agree():
     forward = _region_model(region)
     video = jnp.asarray(rng.normal(size=(1, 2, 16, 16, 3)), jnp.float32)
     kwargs = dict(max_iter=6, step=4, sigma=5)
-    python = extremal_perturbation((0.1, 0.2), loop="python", **kwargs)(forward, video, jnp.array([0]))
-    method = extremal_perturbation((0.1, 0.2), **kwargs)
-    jitted = jax.jit(lambda v, t: method(forward, v, t))(video, jnp.array([0]))  # traced: the scan
+    python = details(extremal_perturbation((0.1, 0.2), loop="python", **kwargs))(forward, video, jnp.array([0]))[1]
+    method = details(extremal_perturbation((0.1, 0.2), **kwargs))
+    jitted = jax.jit(lambda v, t: method(forward, v, t)[1])(video, jnp.array([0]))  # traced: the scan
     for other in (jitted,):
         np.testing.assert_allclose(np.asarray(other.masks), np.asarray(python.masks), atol=1e-5)
         np.testing.assert_allclose(np.asarray(other.energy), np.asarray(python.energy), rtol=1e-5)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from _nets import init
-from jaxvx.methods import broadcast_frames, frame_masking, occlusion
+from jaxvx.methods import broadcast_frames, details, frame_masking, occlusion
 from jaxvx.methods._common import points_per_pass
 from jaxvx.methods._occlusion import AUTO_BATCH_ACCELERATOR
 
@@ -78,7 +78,8 @@ def test_occlusion_matches_direct_loop(setup, window, stride, baseline, score, b
     target = np.array([1, 3])
     got = occlusion(window, stride, baseline, score=score, batch_size=batch_size)(forward, video, jnp.asarray(target))
     want = reference_occlusion(forward, video, target, window, stride, baseline, score)
-    assert got.shape == (2, 6, 8, 10)
+    assert got.shape == (2, 6, 8, 10, 1)  # the contract of every method: a channel axis (of 1 here)
+    got = got[..., 0]
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
     if stride[0] > window[0]:
         assert np.all(np.asarray(got)[:, 1:3] == 0)  # frames 1, 2 lie in no window
@@ -88,7 +89,7 @@ def test_occlusion_default_target_is_argmax_and_array_baseline(setup):
     forward, video = setup
     predicted = np.asarray(forward(video)).argmax(-1)
     baseline = jnp.broadcast_to(jnp.asarray([0.1, -0.2, 0.3]), video.shape)  # per-channel means, say
-    got = occlusion((2, 4, 5), None, baseline)(forward, video)
+    got = occlusion((2, 4, 5), None, baseline)(forward, video)[..., 0]
     want = reference_occlusion(forward, video, predicted, (2, 4, 5), (2, 4, 5), np.asarray(baseline)[:, :2, :4, :5])
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
@@ -97,23 +98,28 @@ def test_occlusion_default_target_is_argmax_and_array_baseline(setup):
 def test_frame_masking_matches_direct_loop(setup, width, stride, score):
     forward, video = setup
     target = np.array([0, 2])
-    got = frame_masking(width, stride=stride, score=score, batch_size=3)(forward, video, jnp.asarray(target))
+    method = frame_masking(width, stride=stride, score=score, batch_size=3)
+    mapped, got = details(method)(forward, video, jnp.asarray(target))
     want = reference_occlusion(forward, video, target, (width, 8, 10), (stride, 8, 10), 0.0, score)[:, :, 0, 0]
-    assert got.shape == (2, 6)
+    assert got.shape == (2, 6) and mapped.shape == (2, 6, 8, 10, 1)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    # the map fills each frame with its score, and is what the method itself returns
+    np.testing.assert_array_equal(np.asarray(mapped), np.broadcast_to(np.asarray(got)[:, :, None, None, None],
+                                                                      mapped.shape))
+    np.testing.assert_array_equal(np.asarray(method(forward, video, jnp.asarray(target))), np.asarray(mapped))
 
 
 def test_frame_masking_width_one_is_per_frame_drop(setup):
     forward, video = setup
     target = jnp.array([4, 4])
-    got = np.asarray(frame_masking()(forward, video, target))
+    got = np.asarray(details(frame_masking())(forward, video, target)[1])
     s0 = np.asarray(forward(video))[:, 4]
     for t in (0, 5):
         masked = video.at[:, t].set(0.0)
         np.testing.assert_allclose(got[:, t], s0 - np.asarray(forward(masked))[:, 4], rtol=1e-5, atol=1e-5)
     mapped = broadcast_frames(got, video)
-    assert mapped.shape == (2, 6, 8, 10)
-    np.testing.assert_array_equal(np.asarray(mapped)[:, :, 3, 7], got)
+    assert mapped.shape == (2, 6, 8, 10, 1)
+    np.testing.assert_array_equal(np.asarray(mapped)[:, :, 3, 7, 0], got)
 
 
 def test_jit_and_traced_target(setup):

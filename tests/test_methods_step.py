@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxvx.data
-from jaxvx.methods import ep3d, min_preservation_ratio, step
+from jaxvx.methods import details, ep3d, min_preservation_ratio, step
 from jaxvx.methods._ep3d import core_loss, core_topk, ellipsoid_kernel, temporal_gaussian
 from jaxvx.methods._extremal import MaskGenerator, apply_pyramid, perturbation_pyramid
 
@@ -106,8 +106,8 @@ def test_first_iteration_terms():
          -p_keep[target], area_volume, 7.0),
     ]
     for method, reward, area, core_weight in cases:
-        result = method(forward, video, jnp.array([target]))
-        assert result.masks.shape == (1, 2, t_len, size, size)
+        saliency, result = details(method)(forward, video, jnp.array([target]))
+        assert result.masks.shape == (1, 2, t_len, size, size) and saliency.shape == (1, t_len, size, size, 1)
         np.testing.assert_allclose(np.asarray(result.reward[0, :, 0]), [reward, reward], rtol=1e-4)
         oh = full0.shape[-1]
         core = reference_core_loss(full0[None, None], kernel,
@@ -128,8 +128,8 @@ def test_temporal_smoothing_applies_to_the_control_points():
     video = jnp.asarray(rng.normal(size=(1, 3, 16, 16, 3)), jnp.float32)
     weights = jnp.asarray(rng.normal(size=(3 * 16 * 16 * 3, 2)) * 0.02, jnp.float32)
     forward = lambda x: x.reshape(x.shape[0], -1) @ weights  # noqa: E731
-    smooth = ep3d((0.2,), temporal_sigma=2.0, max_iter=1, step=4, sigma=5, loop="scan")(forward, video)
-    plain = ep3d((0.2,), max_iter=1, step=4, sigma=5, loop="scan")(forward, video)
+    smooth = details(ep3d((0.2,), temporal_sigma=2.0, max_iter=1, step=4, sigma=5, loop="scan"))(forward, video)[1]
+    plain = details(ep3d((0.2,), max_iter=1, step=4, sigma=5, loop="scan"))(forward, video)[1]
     np.testing.assert_allclose(np.asarray(smooth.masks), np.asarray(plain.masks), atol=1e-6)
     with pytest.raises(ValueError, match="temporal_sigma"):
         ep3d((0.2,), temporal_sigma=0.0)
@@ -169,9 +169,9 @@ def test_step_is_smoother_in_time_than_ep3d_and_covers_the_actor():
     video, actor, boxes = _actor_clip()
     forward = _actor_model(actor)
     settings = dict(max_iter=150, step=4, sigma=5)
-    plain = ep3d((0.01,), **settings)(forward, video, jnp.array([0]))
-    smooth = step((0.01,), kernel_frames=7, kernel_size=5, smoothness_start=20, **settings)(
-        forward, video, jnp.array([0]))
+    plain = details(ep3d((0.01,), **settings))(forward, video, jnp.array([0]))[1]
+    smooth = details(step((0.01,), kernel_frames=7, kernel_size=5, smoothness_start=20, **settings))(
+        forward, video, jnp.array([0]))[1]
     rough_ep3d = temporal_roughness(np.asarray(plain.masks[0, 0]))
     rough_step = temporal_roughness(np.asarray(smooth.masks[0, 0]))
     assert rough_step < 0.85 * rough_ep3d, (rough_step, rough_ep3d)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxvx.methods import details, frame_masking
 from jaxvx.transforms import (
     absolute,
     chain,
@@ -49,8 +50,10 @@ def test_chain_equals_manual_composition(clip):
     target = jnp.array([0, 2])
     method = chain(input_gradient, sum_channels(), selective(1.0, padding="edge"))
     raw = jax.jit(lambda v, t: input_gradient(forward, v, t))(clip, target)
-    want = selective(1.0, padding="edge")(raw.sum(-1))
-    np.testing.assert_allclose(np.asarray(method(forward, clip, target)), np.asarray(want), rtol=1e-6)
+    want = selective(1.0, padding="edge")(raw.sum(-1, keepdims=True))
+    got = method(forward, clip, target)
+    assert got.shape == (2, T, H, W, 1)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
     assert method.__name__.startswith("chain(input_gradient, sum_channels(), selective(")
     # chains chain, and the result jits with a traced target (one program for every class)
     twice = chain(method, frame_share())
@@ -75,13 +78,31 @@ def test_chain_passes_key_and_default_target(clip):
 
 def test_named_chain_keeps_intermediates(clip):
     forward = _forward()
-    method = named_chain(input_gradient, ("sum", sum_channels()), ("share", frame_share()))
-    out = jax.jit(lambda v: method(forward, v))(clip)
-    assert list(out) == ["relevance", "sum", "share"]
+    method = named_chain(input_gradient, ("sum", sum_channels()), ("selective", selective(1.0)))
+    last, out = jax.jit(lambda v: details(method)(forward, v))(clip)
+    assert list(out) == ["relevance", "sum", "selective"]
     raw = jax.jit(lambda v: input_gradient(forward, v))(clip)
     np.testing.assert_allclose(np.asarray(out["relevance"]), np.asarray(raw), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(out["sum"]), np.asarray(raw).sum(-1), rtol=1e-5, atol=1e-6)
-    assert out["share"].shape == (2, T)
+    np.testing.assert_allclose(np.asarray(out["sum"]), np.asarray(raw).sum(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+    # the method itself returns the last map, as chain does
+    np.testing.assert_array_equal(np.asarray(last), np.asarray(out["selective"]))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda v: method(forward, v))(clip)), np.asarray(last))
+    want = chain(input_gradient, sum_channels(), selective(1.0))(forward, clip)
+    np.testing.assert_allclose(np.asarray(last), np.asarray(want), rtol=1e-6)
+
+
+def test_chain_of_a_detailed_method_keeps_its_details(clip):
+    """A chain of a method with a details variant has one: the transformed map beside the method's details."""
+    forward = _forward()
+    target = jnp.array([1, 0])
+    method = chain(frame_masking(), positive())
+    got, scores = details(method)(forward, clip, target)
+    _, want = details(frame_masking())(forward, clip, target)
+    np.testing.assert_array_equal(np.asarray(scores), np.asarray(want))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(method(forward, clip, target)))
+    assert got.shape == (2, T, H, W, 1) and np.all(np.asarray(got) >= 0)
+    with pytest.raises(ValueError, match="no details variant"):
+        details(chain(input_gradient, positive()))
 
 
 def test_chain_argument_errors():
@@ -100,8 +121,8 @@ def test_chain_argument_errors():
 def test_reductions_against_numpy():
     rng = np.random.default_rng(0)
     r = rng.normal(size=(2, 3, 4, 5, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(sum_channels()(r)), r.sum(-1), rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(max_channels()(r)), r.max(-1))
+    np.testing.assert_allclose(np.asarray(sum_channels()(r)), r.sum(-1, keepdims=True), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(max_channels()(r)), r.max(-1, keepdims=True))
     np.testing.assert_array_equal(np.asarray(positive()(r)), np.maximum(r, 0))
     np.testing.assert_array_equal(np.asarray(negative()(r)), np.maximum(-r, 0))
     np.testing.assert_array_equal(np.asarray(absolute()(r)), np.abs(r))

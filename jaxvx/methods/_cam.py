@@ -128,7 +128,7 @@ def gradcam(layer, *, pooling: str = "global", relu: bool = True, interpolation:
     ``pooling="global"`` (captum's ``LayerGradCam``): ``w_k = mean_{t,h,w} G``, ``cam = sum_k w_k A_k``;
     ``pooling="per_frame"`` (Li et al.): ``w_{t,k} = mean_{h,w} G`` per time step, ``cam_t = sum_k w_{t,k} A_{t,k}``.
     ``relu=True`` keeps the positive part. The map is upsampled to ``(T, H, W)`` (default trilinear, PyTorch's
-    ``align_corners=False``) and repeated over channels: relevance has the shape of ``video``.
+    ``align_corners=False``): relevance ``[B, T, H, W, 1]`` (one value per position, no channels).
     """
     _check_choice("pooling", pooling, ("global", "per_frame"))
     _check_choice("interpolation", interpolation, INTERPOLATIONS)
@@ -139,7 +139,7 @@ def gradcam(layer, *, pooling: str = "global", relu: bool = True, interpolation:
         video = check_video(video)
         cam, _ = _cam(forward, video, target, layer, pooling, relu)
         cam = upsample(cam, video.shape[1:4], interpolation)
-        return jnp.broadcast_to(cam[..., None], video.shape).astype(video.dtype)
+        return cam[..., None].astype(video.dtype)
 
     method.__name__ = "gradcam"
     return method
@@ -168,7 +168,7 @@ def saliency_tubes(layer, head, *, interpolation: str = "spline", normalize: boo
     """Saliency tubes (Stergiou et al.): ``cam = sum_k W_head[k, c] A_k`` at the last conv block ``layer`` (A after
     its ReLU), with ``head`` the Dense layer reading the globally pooled ``A`` (its kernel ``[K, classes]``); no
     bias, no ReLU; upsampled to ``(T, H, W)`` by cubic spline (SciPy ``zoom(order=3)``), min-max normalised per
-    clip to [0, 1] (a constant map gives 0), repeated over channels.
+    clip to [0, 1] (a constant map gives 0): relevance ``[B, T, H, W, 1]``.
 
     E.g. ``saliency_tubes("layer4_1", "fc")`` for :class:`jaxvx.models.R2Plus1D18`.
     """
@@ -205,7 +205,7 @@ def saliency_tubes(layer, head, *, interpolation: str = "spline", normalize: boo
             lo = cam.min(axis=(1, 2, 3), keepdims=True)
             span = cam.max(axis=(1, 2, 3), keepdims=True) - lo
             cam = jnp.where(span > 0, (cam - lo) / jnp.where(span > 0, span, 1), 0)
-        return jnp.broadcast_to(cam[..., None], video.shape).astype(video.dtype)
+        return cam[..., None].astype(video.dtype)
 
     method.__name__ = "saliency_tubes"
     return method

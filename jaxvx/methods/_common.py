@@ -6,7 +6,13 @@ A method is a pure function ``relevance = method(forward, video, target, *, key=
 - ``target``: int ``[B]`` (a traced array is fine: one compiled program serves every class), or ``None`` for the
   predicted class;
 - ``key``: a ``jax.random`` key for methods that draw noise, else ignored;
-- ``relevance``: the shape of ``video`` unless the method says otherwise.
+- ``relevance``: float ``[B, T, H, W, C']`` on the video's grid, ``C' = C`` for the methods that attribute every
+  input value, ``C' = 1`` for those without channels (occlusion, frame masking, TSR, the extremal perturbations):
+  every method, one contract (:mod:`jaxvx._maps`).
+
+Richer results (an extremal perturbation's masks per area and energies, frame masking's per-frame scores, a named
+chain's intermediates) come from the method's explicit variant, :func:`details`:
+``relevance, info = details(method)(forward, video, target, key=key)``; the method itself returns the map only.
 
 Bad input (:func:`guarded`, which every method of :mod:`jaxvx.methods` is wrapped in):
 
@@ -32,8 +38,8 @@ import numpy as np
 
 from jaxvx._checks import is_int
 
-__all__ = ["Method", "check_batch_size", "check_video", "guarded", "is_traced", "points_per_pass", "resolve_target",
-           "select"]
+__all__ = ["Method", "check_batch_size", "check_video", "details", "guarded", "is_traced", "points_per_pass",
+           "resolve_target", "select", "with_details"]
 
 
 class Method(Protocol):
@@ -160,6 +166,31 @@ def guarded(method: Callable) -> Callable:
         return _poison(result, bad)
 
     return checked
+
+
+def with_details(full: Callable) -> Callable:
+    """A method from ``full(forward, video, target, *, key) -> (relevance, info)``: it returns the ``relevance``
+    alone (the contract of every method), and :func:`details` gives the variant that returns both. Both are
+    :func:`guarded`."""
+    full = guarded(full)
+
+    @functools.wraps(full)
+    def method(forward, video, target=None, *, key=None):
+        return full(forward, video, target, key=key)[0]
+
+    method.details = full
+    return method
+
+
+def details(method: Callable) -> Callable:
+    """The variant of ``method`` that returns ``(relevance, info)``: ``relevance`` as ``method`` returns it and
+    ``info`` the method's richer result (see each method's docstring); a ValueError for a method without one."""
+    full = getattr(method, "details", None)
+    if full is None:
+        name = getattr(method, "__name__", type(method).__name__)
+        raise ValueError(f"method {name!r} has no details variant (only extremal_perturbation, ep3d, step, "
+                         "frame_masking, named_chain and the chains of such a method have one)")
+    return full
 
 
 def select(logits: jax.Array, target: jax.Array) -> jax.Array:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvx._checks import check_int
-from jaxvx.methods._common import check_video, guarded, is_traced, resolve_target
+from jaxvx.methods._common import check_video, details, guarded, is_traced, resolve_target, with_details
 from jaxvx.methods._extremal import (
     ExtremalResult,
     _check_areas,
@@ -121,15 +121,13 @@ def _log_reward(logits: jax.Array, target: jax.Array, game: str) -> jax.Array:
 
 
 def _video_perturbation(areas, *, evenly, temporal_sigma, core, variant, reward, perturbation, step, sigma, max_iter,
-                        num_levels, learning_rate, jitter, loop, output):
+                        num_levels, learning_rate, jitter, loop):
     areas = _check_areas(areas)
     if reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
     _check_common(variant, reward, perturbation, step, 11 if sigma is None else sigma, max_iter, num_levels, loop)
     if temporal_sigma is not None and not temporal_sigma > 0:
         raise ValueError(f"temporal_sigma must be None or > 0, got {temporal_sigma!r}")
-    if output not in ("result", "map"):
-        raise ValueError(f"output must be 'result' or 'map', got {output!r}")
     n_area = len(areas)
     games = 2 if variant == "dual" else 1
     core_weights = np.zeros(max_iter, np.float32)
@@ -207,14 +205,12 @@ def _video_perturbation(areas, *, evenly, temporal_sigma, core, variant, reward,
 
         def finish(last, consts, history):
             _, _, t, h, w, _, _ = consts["pyramid"].shape
-            result = ExtremalResult(masks_of(last, t, h, w)[0], *(jnp.moveaxis(jnp.asarray(a), 0, -1)
-                                                                    for a in history))
-            return result.saliency if output == "map" else result
+            return ExtremalResult(masks_of(last, t, h, w)[0], *(jnp.moveaxis(jnp.asarray(a), 0, -1)
+                                                                 for a in history))
 
         return Program(prepare, objective, finish)
 
-    @guarded
-    def method(forward, video, target=None, *, key=None):
+    def full(forward, video, target=None, *, key=None):
         del key
         video = check_video(video)
         _, t, h, w, _ = video.shape
@@ -223,10 +219,11 @@ def _video_perturbation(areas, *, evenly, temporal_sigma, core, variant, reward,
             if frames > t or size > oh:
                 raise ValueError(f"STEP kernel {frames} x {size} x {size} does not fit the padded masks "
                                  f"{t} x {oh} x {oh} (video shape {tuple(video.shape)})")
-        return run(build, forward, video, target, optimizer=sgd_dampened(learning_rate), schedule=schedule,
-                   loop=loop, cache=cache)
+        result = run(build, forward, video, target, optimizer=sgd_dampened(learning_rate), schedule=schedule,
+                     loop=loop, cache=cache)
+        return result.saliency[..., None], result
 
-    return method
+    return with_details(full)
 
 
 _COMMON_DOC = """
@@ -240,12 +237,13 @@ _COMMON_DOC = """
         max_iter: iterations (1000). learning_rate: SGD step (0.05; momentum and dampening 0.9).
         jitter: flip the input left-right on even iterations (False: Li et al. do not).
         loop: ``"auto"``, ``"scan"`` or ``"python"`` (see :func:`jaxvx.methods._extremal.run`).
-        output: ``"result"`` (:class:`ExtremalResult`) or ``"map"`` (the masks summed over areas, ``[B, T, H, W]``).
 
     Returns:
-        ``method(forward, video, target=None, *, key=None)`` with ``video`` float32 ``[B, T, H, W, C]``; ``forward``
-        gets ``[B * A (* 2 for dual), T, H, W, C]`` perturbed clips per iteration; ``key`` is unused (deterministic).
-        The result's ``masks`` are ``[B, A, T, H, W]`` in [0, 1] (the masks of the last iteration) and ``energy``,
+        ``method(forward, video, target=None, *, key=None) -> relevance`` with ``video`` float32 ``[B, T, H, W, C]``;
+        ``forward`` gets ``[B * A (* 2 for dual), T, H, W, C]`` perturbed clips per iteration; ``key`` is unused
+        (deterministic). ``relevance`` ``[B, T, H, W, 1]`` is the masks summed over areas.
+        ``jaxvx.methods.details(method)`` returns ``(relevance, result)``, the :class:`ExtremalResult` whose
+        ``masks`` are ``[B, A, T, H, W]`` in [0, 1] (the masks of the last iteration) and whose ``energy``,
         ``reward``, ``regulariser`` are ``[B, A, max_iter]`` (the energy is minimised).
 """
 
@@ -253,7 +251,7 @@ _COMMON_DOC = """
 def ep3d(areas: Sequence[float] | float, *, evenly: bool = False, temporal_sigma: float | None = None,
          variant: str = "preserve", reward: str = "log", perturbation: str = "blur", step: int = 7,
          sigma: float | None = None, max_iter: int = 1000, num_levels: int = 8, learning_rate: float = 0.05,
-         jitter: bool = False, loop: str = "auto", output: str = "result") -> Callable:
+         jitter: bool = False, loop: str = "auto") -> Callable:
     """EP-3D (Li et al.): extremal perturbation with one TorchRay mask per frame and one area loss over the clip.
 
     Parameters ``[B, A, T, h, w]`` (ones) give per-frame masks through the 2D mask generator; each frame is
@@ -274,15 +272,14 @@ def ep3d(areas: Sequence[float] | float, *, evenly: bool = False, temporal_sigma
     """
     return _video_perturbation(areas, evenly=evenly, temporal_sigma=temporal_sigma, core=None, variant=variant,
                                reward=reward, perturbation=perturbation, step=step, sigma=sigma, max_iter=max_iter,
-                               num_levels=num_levels, learning_rate=learning_rate, jitter=jitter, loop=loop,
-                               output=output)
+                               num_levels=num_levels, learning_rate=learning_rate, jitter=jitter, loop=loop)
 
 
 def step(areas: Sequence[float] | float, *, kernel_frames: int = 7, kernel_size: int = 11,
          smoothness_weight: float = 300.0, smoothness_start: int = 100, evenly: bool = False,
          variant: str = "preserve", reward: str = "log", perturbation: str = "blur", step: int = 7,
          sigma: float | None = None, max_iter: int = 1000, num_levels: int = 8, learning_rate: float = 0.05,
-         jitter: bool = False, loop: str = "auto", output: str = "result") -> Callable:
+         jitter: bool = False, loop: str = "auto") -> Callable:
     """STEP, spatio-temporal extremal perturbation (Li et al.): EP-3D plus a spatio-temporal smoothness loss.
 
     The smoothness ("core") loss, :func:`core_loss`: the padded masks are convolved with a binary ellipsoid of
@@ -305,7 +302,7 @@ def step(areas: Sequence[float] | float, *, kernel_frames: int = 7, kernel_size:
                                core=(kernel_frames, kernel_size, float(smoothness_weight), int(smoothness_start)),
                                variant=variant, reward=reward, perturbation=perturbation, step=step, sigma=sigma,
                                max_iter=max_iter, num_levels=num_levels, learning_rate=learning_rate, jitter=jitter,
-                               loop=loop, output=output)
+                               loop=loop)
 
 
 ep3d.__doc__ += _COMMON_DOC
@@ -355,8 +352,8 @@ def min_preservation_ratio(areas: Sequence[float] = tuple(np.round(np.arange(1, 
         raise ValueError(f"bound must be None or a probability in [0, 1], got {bound!r}")
     if "variant" in settings and settings["variant"] != "preserve":
         raise ValueError(f"min_preservation_ratio needs the preserve variant, got variant={settings['variant']!r}")
-    settings = {**settings, "variant": "preserve", "output": "result"}
-    optimiser = explainer(areas, **settings)
+    settings = {**settings, "variant": "preserve"}
+    optimiser = details(explainer(areas, **settings))
     kind = settings.get("perturbation", "blur")
     levels = settings.get("num_levels", 8)
 
@@ -365,7 +362,7 @@ def min_preservation_ratio(areas: Sequence[float] = tuple(np.round(np.arange(1, 
         video = check_video(video)
         b, n = video.shape[0], len(areas)
         target = resolve_target(forward(video), target)
-        result = optimiser(forward, video, target, key=key)
+        _, result = optimiser(forward, video, target, key=key)
 
         def score(video, target, masks):
             pyramid = perturbation_pyramid(video, levels, kind)[:, :, None]

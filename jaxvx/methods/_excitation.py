@@ -34,7 +34,7 @@ def excitation_backprop(layer=None, *, stabilizer: float = 1e-6, interpolation: 
     ``layer=None``: the winning probabilities of the input elements (shape of ``video``; signed inputs are split
     as the z+ rule does). ``layer="conv5b"`` (a layer path, :meth:`jaxvx._program.Program.layer`; any model):
     those of that layer's outputs, summed over channels,
-    upsampled to ``(T, H, W)`` (trilinear by default) and repeated over channels (the usual EB saliency map).
+    upsampled to ``(T, H, W)`` (trilinear by default), ``[B, T, H, W, 1]`` (the usual EB saliency map).
     """
     _check_interp(interpolation)
     composite = lrp.excitation(stabilizer, max_pool=max_pool)
@@ -52,7 +52,7 @@ def excitation_backprop(layer=None, *, stabilizer: float = 1e-6, interpolation: 
         target = resolve_target(logits, target)
         (rel,) = pullback(jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype))
         m = upsample(_map_to_clip(rel, video, "layer"), video.shape[1:4], interpolation)
-        return jnp.broadcast_to(m[..., None], video.shape).astype(video.dtype)
+        return m[..., None].astype(video.dtype)
 
     method.__name__ = "excitation_backprop"
     return method
@@ -79,8 +79,8 @@ def contrastive_excitation_backprop(layer=None, *, features="cnn", classifier="c
     2. Each is normalised by its total over time and features, per clip; ``D = P+ / sum P+ - P- / sum P-``.
     3. ``D`` is propagated by EB (z+ without bias, pass on ReLUs, norm on averages, winner-takes-all max pooling)
        through the per-frame CNN down to ``layer`` (default: the last convolution inside ``features``), summed over
-       channels: a signed map ``[B, T, h, w]``, upsampled to ``(T, H, W)`` (trilinear by default) and repeated
-       over channels.
+       channels: a signed map ``[B, T, h, w]``, upsampled to ``(T, H, W)`` (trilinear by default): relevance
+       ``[B, T, H, W, 1]``.
     """
     _check_interp(interpolation)
     for name, value in (("features", features), ("classifier", classifier)):
@@ -153,7 +153,7 @@ def contrastive_excitation_backprop(layer=None, *, features="cnn", classifier="c
         _, pull = jax.vjp(to_features, zeros)
         (rel,) = pull(d.astype(feat.dtype))
         m = upsample(_map_to_clip(rel, video, "layer"), video.shape[1:4], interpolation)
-        return jnp.broadcast_to(m[..., None], video.shape).astype(video.dtype)
+        return m[..., None].astype(video.dtype)
 
     method.__name__ = "contrastive_excitation_backprop"
     return method

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from jaxvx._checks import check_int, is_int
-from jaxvx.methods._common import check_video, guarded, is_traced, resolve_target
+from jaxvx.methods._common import check_video, is_traced, resolve_target, with_details
 
 __all__ = [
     "ExtremalResult",
@@ -512,7 +512,7 @@ def _as_clips(video):
 def extremal_perturbation(areas: Sequence[float] | float = (0.1,), *, variant: str = "preserve",
                           reward: str = "simple", perturbation: str = "blur", step: int = 7, sigma: float = 21,
                           max_iter: int = 800, num_levels: int = 8, jitter: bool = True, smooth: float = 0.0,
-                          learning_rate: float = 0.01, loop: str = "auto", output: str = "result") -> Callable:
+                          learning_rate: float = 0.01, loop: str = "auto") -> Callable:
     """Extremal perturbation (Fong et al., ICCV 2019), TorchRay's algorithm and defaults, on images or clips.
 
     For every clip and area ``a`` one 2D mask ``m`` (shared by all frames of a clip) is optimised:
@@ -541,22 +541,20 @@ def extremal_perturbation(areas: Sequence[float] | float = (0.1,), *, variant: s
         smooth: final smoothing as a fraction of ``min(H, W)`` (default 0: none).
         learning_rate: SGD step (TorchRay: 0.01).
         loop: ``"auto"``, ``"scan"`` or ``"python"``, see :func:`run`.
-        output: ``"result"`` (an :class:`ExtremalResult`) or ``"map"`` (only ``result.saliency``, ``[B, T, H, W]``
-            or ``[B, H, W]``, for chaining with map transforms).
 
     Returns:
-        ``method(forward, video, target=None, *, key=None)``; ``video`` float32 ``[B, T, H, W, C]`` (``forward``
-        gets clips ``[B * A', T, H, W, C]``) or images ``[B, H, W, C]`` (``forward`` gets images). ``key`` is unused
-        (the method is deterministic). Returns an :class:`ExtremalResult` with ``masks`` ``[B, A, T, H, W]`` (the
-        2D mask repeated over time) or ``[B, A, H, W]`` for images, and the per-iteration ``energy`` (maximised),
-        ``reward`` and ``regulariser`` ``[B, A, max_iter]``.
+        ``method(forward, video, target=None, *, key=None) -> relevance``; ``video`` float32 ``[B, T, H, W, C]``
+        (``forward`` gets clips ``[B * A', T, H, W, C]``) or images ``[B, H, W, C]`` (``forward`` gets images).
+        ``key`` is unused (the method is deterministic). ``relevance`` is the masks summed over areas
+        (:attr:`ExtremalResult.saliency`) with a channel axis of 1, ``[B, T, H, W, 1]`` (``[B, H, W, 1]`` for
+        images). ``jaxvx.methods.details(method)`` returns ``(relevance, result)``, the :class:`ExtremalResult` with
+        ``masks`` ``[B, A, T, H, W]`` (the 2D mask repeated over time; ``[B, A, H, W]`` for images) and the
+        per-iteration ``energy`` (maximised), ``reward`` and ``regulariser`` ``[B, A, max_iter]``.
     """
     areas = _check_areas(areas)
     if reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
     _check_common(variant, reward, perturbation, step, sigma, max_iter, num_levels, loop)
-    if output not in ("result", "map"):
-        raise ValueError(f"output must be 'result' or 'map', got {output!r}")
     schedule = {"it": np.arange(max_iter, dtype=np.int32),
                 "lam": geometric_schedule(300.0, 1.0035, max_iter).astype(np.float32)}
     n_area = len(areas)
@@ -611,16 +609,15 @@ def extremal_perturbation(areas: Sequence[float] | float = (0.1,), *, variant: s
                 masks = blur(masks[..., None], smooth * min(h, w))[..., 0]
             if consts["image"].shape[0] == 1:
                 masks = jnp.broadcast_to(masks[:, :, None], (b, n_area, t, h, w))
-            result = ExtremalResult(masks, *(jnp.moveaxis(jnp.asarray(a), 0, -1) for a in history))
-            return result.saliency if output == "map" else result
+            return ExtremalResult(masks, *(jnp.moveaxis(jnp.asarray(a), 0, -1) for a in history))
 
         return Program(prepare, objective, finish)
 
-    @guarded
-    def method(forward, video, target=None, *, key=None):
+    def full(forward, video, target=None, *, key=None):
         del key
         _as_clips(video)  # checks the input before tracing
-        return run(build, forward, video, target, optimizer=sgd_dampened(learning_rate), schedule=schedule,
-                   loop=loop, cache=cache)
+        result = run(build, forward, video, target, optimizer=sgd_dampened(learning_rate), schedule=schedule,
+                     loop=loop, cache=cache)
+        return result.saliency[..., None], result
 
-    return method
+    return with_details(full)

@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxvx._checks import check_int, is_int
 from jaxvx.methods._common import (check_batch_size, check_video, guarded, is_traced, points_per_pass, resolve_target,
-                                  select)
+                                  select, with_details)
 
 __all__ = ["occlusion", "frame_masking", "broadcast_frames", "SCORES"]
 
@@ -171,8 +171,8 @@ def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] |
             ``"auto"`` (default): 1 on the CPU backend, 16 elsewhere (:data:`AUTO_BATCH_ACCELERATOR`).
 
     Returns:
-        ``method(forward, video, target=None, *, key=None) -> relevance`` float32 ``[B, T, H, W]`` (the same value
-        for every channel, so the channel axis is dropped). ``target`` ``None`` means the predicted class. Cost:
+        ``method(forward, video, target=None, *, key=None) -> relevance`` float32 ``[B, T, H, W, 1]`` (windows cover
+        every channel: one value per position). ``target`` ``None`` means the predicted class. Cost:
         ``1 + nT * nH * nW`` forward passes.
     """
     window = _triple("window", window)
@@ -189,7 +189,7 @@ def occlusion(window: Sequence[int] | int = (4, 16, 16), stride: Sequence[int] |
                 raise ValueError(f"window: {axis} size {win} exceeds the video's {axis} = {size} "
                                  f"(video shape {tuple(video.shape)})")
         drops, mats = _sliding_drops(forward, video, target, window, stride, baseline, score, batch_size)
-        return _spread(drops, mats)
+        return _spread(drops, mats)[..., None]
 
     return method
 
@@ -214,16 +214,16 @@ def frame_masking(width: int = 1, *, stride: int = 1, baseline: float | jax.Arra
             backend, 16 elsewhere.
 
     Returns:
-        ``method(forward, video, target=None, *, key=None) -> scores`` float32 ``[B, T]``; use
-        :func:`broadcast_frames` for a ``[B, T, H, W]`` map.
+        ``method(forward, video, target=None, *, key=None) -> relevance`` float32 ``[B, T, H, W, 1]``, every pixel of
+        frame t its score (:func:`broadcast_frames`); ``jaxvx.methods.details(method)`` returns ``(relevance,
+        scores)`` with the scores ``[B, T]``.
     """
     check_int("width", width, numpy=False)
     check_int("stride", stride, numpy=False)
     _check_score(score)
     check_batch_size(batch_size, allow_none=False)
 
-    @guarded
-    def method(forward, video, target=None, *, key=None):
+    def full(forward, video, target=None, *, key=None):
         del key
         video = check_video(video)
         _, t, h, w, _ = video.shape
@@ -233,13 +233,14 @@ def frame_masking(width: int = 1, *, stride: int = 1, baseline: float | jax.Arra
                                            batch_size)
         drops = drops[:, 0, 0, :]  # [nT, B]
         mt = jnp.asarray(mt)
-        return jnp.einsum("ib,it->bt", drops, mt, precision=jax.lax.Precision.HIGHEST) / mt.sum(0)[None]
+        scores = jnp.einsum("ib,it->bt", drops, mt, precision=jax.lax.Precision.HIGHEST) / mt.sum(0)[None]
+        return broadcast_frames(scores, video), scores
 
-    return method
+    return with_details(full)
 
 
 def broadcast_frames(scores: jax.Array, like) -> jax.Array:
-    """Per-frame scores ``[B, T]`` as a map ``[B, T, H, W]`` (each frame filled with its score).
+    """Per-frame scores ``[B, T]`` as a map ``[B, T, H, W, 1]`` (each frame filled with its score).
 
     ``like`` is a video ``[B, T, H, W, C]`` or a map ``[B, T, H, W]`` (its H and W are used), or a shape tuple.
     """
@@ -249,4 +250,4 @@ def broadcast_frames(scores: jax.Array, like) -> jax.Array:
         raise ValueError(f"scores must be [B, T], got shape {tuple(scores.shape)}")
     if len(shape) not in (4, 5) or tuple(shape[:2]) != tuple(scores.shape):
         raise ValueError(f"like must be [B, T, H, W(, C)] with [B, T] = {tuple(scores.shape)}, got shape {shape}")
-    return jnp.broadcast_to(scores[:, :, None, None], (*shape[:2], shape[2], shape[3]))
+    return jnp.broadcast_to(scores[:, :, None, None, None], (*shape[:2], shape[2], shape[3], 1))

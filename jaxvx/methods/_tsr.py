@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvx._checks import is_int
+from jaxvx._maps import channel_sum
 from jaxvx.methods._common import check_batch_size, check_video, guarded, is_traced, resolve_target
 from jaxvx.methods._occlusion import evaluate_many, jit_forward
 
@@ -105,7 +106,7 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
             (:data:`jaxvx.methods._occlusion.AUTO_BATCH_ACCELERATOR`).
 
     Returns:
-        ``method(forward, video, target=None, *, key=None) -> relevance`` float32 ``[B, T, H, W]``. ``key`` is passed
+        ``method(forward, video, target=None, *, key=None) -> relevance`` float32 ``[B, T, H, W, 1]``. ``key`` is passed
         unchanged to every call of ``base`` (a noisy base then sees the same noise in every masked copy, so that
         the differences measure the masking and not the noise). Cost: ``1 + T (+ k * n_blocks)`` calls of ``base``.
     """
@@ -133,13 +134,12 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
         d_time = _minmax(d_time, axis=1)  # [B, T]
 
         if one_step:
-            magnitude = jnp.abs(r0)
-            if magnitude.ndim == 5:
-                magnitude = magnitude.sum(axis=-1)
+            magnitude = channel_sum(jnp.abs(r0), name="the base method's map")
             if magnitude.shape != (b, t, h, w):
-                raise ValueError(f"one_step needs a base map [B, T, H, W(, C)], got shape {tuple(r0.shape)}")
+                raise ValueError(f"one_step needs a base map [B, T, H, W, C] on the video's grid, got shape "
+                                 f"{tuple(r0.shape)}")
             out = d_time[:, :, None, None] * magnitude
-            return _minmax(out, axis=(1, 2, 3)) if normalize else out
+            return (_minmax(out, axis=(1, 2, 3)) if normalize else out)[..., None]
 
         nbh, nbw = math.ceil(h / block[0]), math.ceil(w / block[1])
         rows = np.arange(h) // block[0]
@@ -161,6 +161,6 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
                                            precision=jax.lax.Precision.HIGHEST)
         scores = d_time[:, :, None] * feature  # [B, T, n_blocks]
         out = jnp.take(scores, block_of.reshape(-1), axis=2).reshape(b, t, h, w)
-        return _minmax(out, axis=(1, 2, 3)) if normalize else out
+        return (_minmax(out, axis=(1, 2, 3)) if normalize else out)[..., None]
 
     return method

@@ -10,16 +10,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxvx._maps import channel_sum
+
 __all__ = ["motion_precision", "motion_mask", "selectivity", "Selectivity", "agreement"]
-
-
-def _summed(relevance, name: str = "relevance") -> jax.Array:
-    r = jnp.asarray(relevance)
-    if r.ndim == 5:
-        r = r.sum(axis=-1)
-    if r.ndim != 4:
-        raise ValueError(f"{name} must be [B, T, H, W, C] or [B, T, H, W], got shape {tuple(r.shape)}")
-    return r
 
 
 def _ratio(num, den):
@@ -69,7 +62,7 @@ def motion_precision(relevance, motion, *, threshold: float = 0.5, weighted: boo
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     r = jnp.asarray(relevance)
     motion = jnp.asarray(motion)
-    grid = jax.eval_shape(_summed, r).shape
+    grid = jax.eval_shape(channel_sum, r).shape
     mask_shape = jax.eval_shape(functools.partial(motion_mask, threshold=0.0), motion).shape
     if mask_shape != grid:
         raise ValueError(f"motion must be on the map's grid {grid}, got shape {tuple(motion.shape)}")
@@ -78,7 +71,7 @@ def motion_precision(relevance, motion, *, threshold: float = 0.5, weighted: boo
 
 @functools.partial(jax.jit, static_argnames=("weighted",))
 def _precision(relevance, motion, threshold, *, weighted):
-    r = _summed(relevance)
+    r = channel_sum(relevance)
     m = motion_mask(motion, threshold=threshold)
     axes = (1, 2, 3)
     if weighted:
@@ -141,8 +134,8 @@ def agreement(a, b) -> jax.Array:
         float32 ``[B]``; NaN where neither map has positive relevance.
     """
     a, b = jnp.asarray(a), jnp.asarray(b)
-    ga = jax.eval_shape(functools.partial(_summed, name="a"), a).shape
-    gb = jax.eval_shape(functools.partial(_summed, name="b"), b).shape
+    ga = jax.eval_shape(functools.partial(channel_sum, name="a"), a).shape
+    gb = jax.eval_shape(functools.partial(channel_sum, name="b"), b).shape
     if ga != gb:
         raise ValueError(f"a and b must be on the same [B, T, H, W] grid, got {ga} and {gb}")
     return _agreement(a, b)
@@ -150,7 +143,7 @@ def agreement(a, b) -> jax.Array:
 
 @jax.jit
 def _agreement(a, b):
-    pa = _summed(a) > 0
-    pb = _summed(b) > 0
+    pa = channel_sum(a) > 0
+    pb = channel_sum(b) > 0
     axes = (1, 2, 3)
     return _ratio((pa & pb).sum(axis=axes).astype(jnp.float32), (pa | pb).sum(axis=axes).astype(jnp.float32))

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvx._maps import channel_sum
+
 __all__ = [
     "PointingResult", "spatial_pointing_game", "temporal_pointing_game", "argmax_point", "pointing_accuracy",
     "SHAPES",
@@ -41,15 +43,6 @@ class PointingResult(NamedTuple):
         return jnp.where(n > 0, h / jnp.maximum(n, 1), jnp.nan)
 
 
-def _spatial_map(relevance) -> jax.Array:
-    r = jnp.asarray(relevance)
-    if r.ndim == 5:
-        r = r.sum(axis=-1)
-    if r.ndim != 4:
-        raise ValueError(f"relevance must be [B, T, H, W, C] or [B, T, H, W], got shape {tuple(r.shape)}")
-    return r
-
-
 def argmax_point(relevance) -> tuple[jax.Array, jax.Array]:
     """Per frame, the ``(x, y)`` = (column, row) of the map's maximum (channels summed first).
 
@@ -57,7 +50,7 @@ def argmax_point(relevance) -> tuple[jax.Array, jax.Array]:
     ``y = i // W`` and column ``x = i % W`` (the order Li et al.'s code swapped). Ties go to the first in row-major
     order. Returns int32 ``x [B, T]`` and ``y [B, T]``.
     """
-    r = _spatial_map(relevance)
+    r = channel_sum(relevance)
     b, t, h, w = r.shape
     flat = jnp.argmax(r.reshape(b, t, h * w), axis=-1).astype(jnp.int32)
     return flat % w, flat // w
@@ -100,9 +93,7 @@ def spatial_pointing_game(relevance, boxes, *, tolerance: float = 7, shape: str 
     tolerance = _check_tolerance(tolerance)
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
-    r = jnp.asarray(relevance)
-    if r.ndim not in (4, 5):
-        raise ValueError(f"relevance must be [B, T, H, W, C] or [B, T, H, W], got shape {tuple(r.shape)}")
+    r = channel_sum(relevance)
     boxes = jnp.asarray(boxes)
     if boxes.shape != r.shape[:2] + (4,):
         raise ValueError(f"boxes must be [B, T, 4] = {r.shape[:2] + (4,)} to match relevance {tuple(r.shape)}, "

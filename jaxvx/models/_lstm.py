@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -201,6 +203,8 @@ class CNNLSTM(nn.Module):
     hidden: int = 512
     width: float = 1.0
     dropout: float = 0.5
+    # the per-frame feature module feeding the LSTM and the classifier after it (contrastive EB by name)
+    lstm_layers: ClassVar[tuple[str, str]] = ("cnn", "classifier")
 
     def __post_init__(self):
         check_int("num_classes", self.num_classes, numpy=False)

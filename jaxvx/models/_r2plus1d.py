@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 
@@ -124,6 +126,8 @@ class R2Plus1D18(nn.Module):
     num_classes: int
     width: float = 1.0
     fold_bn: bool = False
+    # the last convolution's block and the Dense head on its global average (saliency tubes by name)
+    tube_layers: ClassVar[tuple[str, str]] = ("layer4_1", "fc")
 
     def __post_init__(self):
         check_int("num_classes", self.num_classes, numpy=False)

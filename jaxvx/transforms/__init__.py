@@ -2,8 +2,9 @@
 
 A transform is a pure function ``relevance -> relevance`` (or ``-> [B, T]`` for the temporal ones), made by a
 factory that closes over its settings, as optax's gradient transformations are: ``selective(sigma=4.0)`` returns
-the function. All of them work under ``jax.jit`` and ``jax.vmap``. Maps are ``[B, T, H, W, C]`` (as a method returns
-them) or channel-reduced ``[B, T, H, W]``.
+the function. All of them work under ``jax.jit`` and ``jax.vmap``. Maps are ``[B, T, H, W, C]`` as every method
+returns them (``C`` is 1 for a map without channels, and after :func:`sum_channels`); the map transforms also take a
+``[B, T, H, W]`` array a user reduced over channels, and return its shape.
 
 - :func:`selective`: selective relevance (Hiley et al.), with :func:`selective_mask` and :func:`temporal_gradient`;
 - :func:`frame_share`: the share of relevance per frame (Anders et al.), :func:`fit_border_lookahead` its fits;
@@ -15,7 +16,7 @@ them) or channel-reduced ``[B, T, H, W]``.
 Example::
 
     explain = chain(jaxvx.methods.gradient(), sum_channels(), selective(4.0))
-    maps = explain(forward, video, target)          # [B, T, H, W]
+    maps = explain(forward, video, target)          # [B, T, H, W, 1]
 """
 
 from jaxvx.transforms._chain import RAW, chain, named_chain

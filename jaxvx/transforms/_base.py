@@ -7,7 +7,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["as_map", "channel_sum", "named", "clip_axes"]
+__all__ = ["as_map", "named", "clip_axes"]
 
 
 def as_map(relevance, name: str = "relevance", *, ranks=(4, 5)) -> jax.Array:
@@ -20,11 +20,6 @@ def as_map(relevance, name: str = "relevance", *, ranks=(4, 5)) -> jax.Array:
     if not jnp.issubdtype(relevance.dtype, jnp.floating):
         relevance = relevance.astype(jnp.float32)
     return relevance
-
-
-def channel_sum(relevance: jax.Array) -> jax.Array:
-    """``[B, T, H, W]``: the sum over the channel axis of a rank-5 map; a rank-4 map is returned unchanged."""
-    return relevance.sum(axis=-1) if relevance.ndim == 5 else relevance
 
 
 def clip_axes(x: jax.Array) -> tuple[int, ...]:

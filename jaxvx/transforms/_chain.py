@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 __all__ = ["chain", "named_chain", "RAW"]
 
-#: Key of the method's own output in the dict returned by a :func:`named_chain` method.
+#: Key of the method's own output in the details of a :func:`named_chain` method.
 RAW = "relevance"
 
 
@@ -35,18 +35,29 @@ def chain(method: Callable, *transforms: Callable) -> Callable:
 
     Returns:
         The composed method; its ``__name__`` lists the parts, e.g. ``"chain(gradient, selective(sigma=4, ...))"``.
+        Where ``method`` has a details variant (``jaxvx.methods.details``), so has the chain: it returns the
+        transformed map and the method's details.
     """
     _check_callable("method", method)
     for i, t in enumerate(transforms):
         _check_callable(f"transforms[{i}]", t)
 
-    def chained(forward, video, target=None, *, key=None):
-        raw = method(forward, video, target, key=key)
+    def transformed(raw):
         relevance = raw
         for transform in transforms:
             relevance = transform(relevance)
         return _keep_nan_rows(raw, relevance)
 
+    def chained(forward, video, target=None, *, key=None):
+        return transformed(method(forward, video, target, key=key))
+
+    inner = getattr(method, "details", None)
+    if inner is not None:
+        def chained_details(forward, video, target=None, *, key=None):
+            raw, info = inner(forward, video, target, key=key)
+            return transformed(raw), info
+
+        chained.details = chained_details
     name = f"chain({', '.join([_name(method), *map(_name, transforms)])})"
     chained.__name__ = chained.__qualname__ = name
     chained.method = method
@@ -65,12 +76,13 @@ def _keep_nan_rows(raw, relevance):
 
 
 def named_chain(method: Callable, *transforms: tuple[str, Callable]) -> Callable:
-    """Like :func:`chain`, but the composed method returns every intermediate result in a dict.
+    """Like :func:`chain`, with every intermediate result kept in its details variant.
 
-    ``named_chain(method, ("sum", sum_channels()), ("selective", selective(4)))(forward, video, target)`` returns
-    ``{"relevance": r0, "sum": t1(r0), "selective": t2(t1(r0))}``: the method's own output under ``"relevance"``
-    (:data:`RAW`), then each transform's output under its name, in order. The result is a
-    ``collections.OrderedDict``, a pytree whose order survives ``jax.jit`` (a plain dict's keys come back sorted).
+    ``m = named_chain(method, ("sum", sum_channels()), ("selective", selective(4)))``; ``m(forward, video, target)``
+    returns the last map, ``t2(t1(r0))``, as :func:`chain` does, and ``jaxvx.methods.details(m)(forward, video,
+    target)`` returns ``(t2(t1(r0)), {"relevance": r0, "sum": t1(r0), "selective": t2(t1(r0))})``: the method's own
+    output under ``"relevance"`` (:data:`RAW`), then each transform's output under its name, in order. The dict is
+    a ``collections.OrderedDict``, a pytree whose order survives ``jax.jit`` (a plain dict's keys come back sorted).
 
     Args:
         method: an explanation method.
@@ -87,14 +99,18 @@ def named_chain(method: Callable, *transforms: tuple[str, Callable]) -> Callable
         _check_callable(f"transforms[{i}][1]", fn)
         names.append(name)
 
-    def chained(forward, video, target=None, *, key=None):
+    def chained_details(forward, video, target=None, *, key=None):
         out = OrderedDict(relevance=method(forward, video, target, key=key))
         current = out[RAW]
         for name, transform in transforms:
             current = transform(current)
             out[name] = _keep_nan_rows(out[RAW], current)
-        return out
+        return next(reversed(out.values())), out
 
+    def chained(forward, video, target=None, *, key=None):
+        return chained_details(forward, video, target, key=key)[0]
+
+    chained.details = chained_details
     label = f"named_chain({', '.join([_name(method), *(f'{n}={_name(f)}' for n, f in transforms)])})"
     chained.__name__ = chained.__qualname__ = label
     chained.method = method

@@ -21,19 +21,21 @@ def _rank5(relevance):
 
 
 def sum_channels():
-    """Transform ``[B, T, H, W, C] -> [B, T, H, W]``: the sum over channels (the usual heatmap of a signed map)."""
+    """Transform ``[B, T, H, W, C] -> [B, T, H, W, 1]``: the sum over channels (the usual heatmap of a signed map),
+    the channel axis kept (every map has one: :mod:`jaxvx._maps`)."""
 
     def transform(relevance):
-        return _rank5(relevance).sum(axis=-1)
+        return _rank5(relevance).sum(axis=-1, keepdims=True)
 
     return named(transform, "sum_channels()")
 
 
 def max_channels():
-    """Transform ``[B, T, H, W, C] -> [B, T, H, W]``: the maximum over channels (as for gradient saliency maps)."""
+    """Transform ``[B, T, H, W, C] -> [B, T, H, W, 1]``: the maximum over channels (as for gradient saliency maps),
+    the channel axis kept."""
 
     def transform(relevance):
-        return _rank5(relevance).max(axis=-1)
+        return _rank5(relevance).max(axis=-1, keepdims=True)
 
     return named(transform, "max_channels()")
 

@@ -9,7 +9,8 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from jaxvx.transforms._base import as_map, channel_sum, named
+from jaxvx._maps import channel_sum
+from jaxvx.transforms._base import as_map, named
 
 __all__ = ["selective", "selective_mask", "temporal_gradient", "SOBEL_T", "PADDINGS"]
 

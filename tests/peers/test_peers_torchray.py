@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvx.methods import extremal_perturbation
+from jaxvx.methods import details, extremal_perturbation
 from jaxvx.methods._extremal import MaskGenerator, apply_pyramid, area_template, perturbation_pyramid
 
 
@@ -86,7 +86,7 @@ def test_extremal_perturbation_matches_torchray(torch, torchray_ep):
                                                          max_iter=iters, step=4, sigma=8)
     finally:
         torch.set_num_threads(threads)
-    ours = extremal_perturbation(areas, max_iter=iters, step=4, sigma=8)(forward, x, jnp.array([target]))
+    ours = details(extremal_perturbation(areas, max_iter=iters, step=4, sigma=8))(forward, x, jnp.array([target]))[1]
     assert ours.masks.shape == (1, 3, size, size)
     assert ours.energy.shape == (1, 3, iters)
     theirs = theirs.numpy()[:, 0]
