@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from _nets import init
-from jaxvx import chain, lrp, methods, models
+from jaxvx import chain, methods, models
 from jaxvx.transforms import selective, sum_channels
 
 K = 10

@@ -12,16 +12,9 @@ import scipy.ndimage as ndi
 
 from _nets import planned_temp_bytes
 from jaxvx.methods import ExtremalResult, details, extremal_perturbation, sgd_dampened
-from jaxvx.methods._extremal import (
-    MaskGenerator,
-    apply_pyramid,
-    area_loss,
-    area_template,
-    area_zeros,
-    blur,
-    gaussian_filter,
-    perturbation_pyramid,
-)
+from jaxvx.methods._area import area_loss, area_template, area_zeros
+from jaxvx.methods._mask_generator import MaskGenerator
+from jaxvx.methods._pyramid import apply_pyramid, blur, gaussian_filter, perturbation_pyramid
 
 
 def test_gaussian_filter_and_blur_match_formula():

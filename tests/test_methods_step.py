@@ -11,7 +11,8 @@ import pytest
 import jaxvx.data
 from jaxvx.methods import details, ep3d, min_preservation_ratio, step
 from jaxvx.methods._ep3d import core_loss, core_topk, ellipsoid_kernel, temporal_gaussian
-from jaxvx.methods._extremal import MaskGenerator, apply_pyramid, perturbation_pyramid
+from jaxvx.methods._mask_generator import MaskGenerator
+from jaxvx.methods._pyramid import apply_pyramid, perturbation_pyramid
 
 
 def test_ellipsoid_kernel_and_topk():

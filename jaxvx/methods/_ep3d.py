@@ -1,7 +1,7 @@
 """EP-3D, EP-3D-Evenly, temporally smoothed EP-3D and STEP (Li et al., WACV 2021 / TCSVT 2021), and the minimum
 preservation ratio.
 
-All of them optimise one TorchRay mask per frame (:class:`jaxvx.methods._extremal.MaskGenerator` applied to each
+All of them optimise one TorchRay mask per frame (:class:`jaxvx.methods._mask_generator.MaskGenerator` applied to each
 frame's control points), perturb each frame with its own blur (or fade) pyramid and score the clip with the model's
 softmax probability. Settings are those of Li et al.'s code (``visual_meth/perturbation_area.py`` of
 ``shinkyo0513/Spatio-Temporal-Perturbations-for-Video-Attribution``): reward ``-log p_c`` (preserve),
@@ -23,22 +23,11 @@ import numpy as np
 
 from jaxvx._checks import check_int
 from jaxvx.methods._common import check_video, details, guarded, is_traced, resolve_target, with_details
-from jaxvx.methods._extremal import (
-    ExtremalResult,
-    _check_areas,
-    _check_common,
-    _apply_levels_last,
-    _torchray_reward,
-    apply_pyramid,
-    area_loss,
-    area_zeros,
-    Program,
-    geometric_schedule,
-    mask_generator,
-    perturbation_pyramid,
-    run,
-    sgd_dampened,
-)
+from jaxvx.methods._area import area_loss, area_zeros
+from jaxvx.methods._extremal import ExtremalResult, check_areas, check_common, torchray_reward
+from jaxvx.methods._mask_generator import mask_generator
+from jaxvx.methods._optimise import Program, geometric_schedule, run, sgd_dampened
+from jaxvx.methods._pyramid import apply_levels_last, apply_pyramid, perturbation_pyramid
 
 __all__ = [
     "TEMPORAL_SIGMAS",
@@ -122,10 +111,10 @@ def _log_reward(logits: jax.Array, target: jax.Array, game: str) -> jax.Array:
 
 def _video_perturbation(areas, *, evenly, temporal_sigma, core, variant, reward, perturbation, step, sigma, max_iter,
                         num_levels, learning_rate, jitter, loop):
-    areas = _check_areas(areas)
+    areas = check_areas(areas)
     if reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-    _check_common(variant, reward, perturbation, step, 11 if sigma is None else sigma, max_iter, num_levels, loop)
+    check_common(variant, reward, perturbation, step, 11 if sigma is None else sigma, max_iter, num_levels, loop)
     if temporal_sigma is not None and not temporal_sigma > 0:
         raise ValueError(f"temporal_sigma must be None or > 0, got {temporal_sigma!r}")
     n_area = len(areas)
@@ -172,11 +161,11 @@ def _video_perturbation(areas, *, evenly, temporal_sigma, core, variant, reward,
             mask, full = masks_of(params, t, h, w)
             oh, ow = full.shape[-2:]
             if variant == "preserve":
-                x = _apply_levels_last(pyramid, mask)
+                x = apply_levels_last(pyramid, mask)
             elif variant == "delete":
-                x = _apply_levels_last(pyramid, 1.0 - mask)
+                x = apply_levels_last(pyramid, 1.0 - mask)
             else:
-                x = jnp.concatenate([_apply_levels_last(pyramid, mask), _apply_levels_last(pyramid, 1.0 - mask)],
+                x = jnp.concatenate([apply_levels_last(pyramid, mask), apply_levels_last(pyramid, 1.0 - mask)],
                                     axis=1)
             if jitter:
                 x = jnp.where(xs["it"] % 2 == 0, jnp.flip(x, axis=-2), x)
@@ -189,7 +178,7 @@ def _video_perturbation(areas, *, evenly, temporal_sigma, core, variant, reward,
                 else:
                     r = _log_reward(logits, tgt, variant)
             else:  # TorchRay's rewards, negated: here the energy is minimised
-                r = _torchray_reward(logits, tgt, reward)
+                r = torchray_reward(logits, tgt, reward)
                 r = r[:, :n_area] - r[:, n_area:] if variant == "dual" else r
                 r = r if variant == "delete" else -r
             if evenly:
@@ -236,7 +225,7 @@ _COMMON_DOC = """
             pixels, 23 for larger ones, as Li et al.).
         max_iter: iterations (1000). learning_rate: SGD step (0.05; momentum and dampening 0.9).
         jitter: flip the input left-right on even iterations (False: Li et al. do not).
-        loop: ``"auto"``, ``"scan"`` or ``"python"`` (see :func:`jaxvx.methods._extremal.run`).
+        loop: ``"auto"``, ``"scan"`` or ``"python"`` (see :func:`jaxvx.methods._optimise.run`).
 
     Returns:
         ``method(forward, video, target=None, *, key=None) -> relevance`` with ``video`` float32 ``[B, T, H, W, C]``;
@@ -347,7 +336,7 @@ def min_preservation_ratio(areas: Sequence[float] = tuple(np.round(np.arange(1, 
     Returns:
         ``method(forward, video, target=None, *, key=None) -> PreservationResult``.
     """
-    areas = tuple(sorted(_check_areas(areas)))
+    areas = tuple(sorted(check_areas(areas)))
     if bound is not None and not 0.0 <= float(bound) <= 1.0:
         raise ValueError(f"bound must be None or a probability in [0, 1], got {bound!r}")
     if "variant" in settings and settings["variant"] != "preserve":

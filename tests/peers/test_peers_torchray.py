@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from jaxvx.methods import details, extremal_perturbation
-from jaxvx.methods._extremal import MaskGenerator, apply_pyramid, area_template, perturbation_pyramid
+from jaxvx.methods._area import area_template
+from jaxvx.methods._mask_generator import MaskGenerator
+from jaxvx.methods._pyramid import apply_pyramid, perturbation_pyramid
 
 
 @pytest.fixture(scope="module")
