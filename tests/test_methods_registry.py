@@ -100,3 +100,21 @@ def test_make_names_what_is_wrong():
         methods.method_names(family="attention")
     with pytest.raises(ValueError, match="has no details variant"):
         methods.details(methods.gradient())
+
+
+def test_a_method_outside_the_contract_is_named():
+    """guarded (every method of jaxvx.methods is wrapped in it) checks the output against the one contract."""
+    from jaxvx.methods._common import guarded, with_details
+
+    forward = lambda v: v.reshape(v.shape[0], -1)[:, :3]  # noqa: E731
+    video = jnp.ones((2, 3, 4, 5, 3))
+    frames_only = guarded(lambda f, v, t=None, *, key=None: v.sum(-1))
+    frames_only.__name__ = "frames_only"
+    with pytest.raises(ValueError, match=r"the output of method .* must be \[B, T, H, W, C\] on the video's grid, "
+                                         r"\(2, 3, 4, 5, 3\) or \(2, 3, 4, 5, 1\), got shape \(2, 3, 4, 5\)"):
+        frames_only(forward, video)
+    detailed = with_details(lambda f, v, t=None, *, key=None: (v[..., :2], {"n": 1}))
+    with pytest.raises(ValueError, match=r"got shape \(2, 3, 4, 5, 2\)"):
+        detailed(forward, video)
+    fine = with_details(lambda f, v, t=None, *, key=None: (v[..., :1], {"n": 1}))
+    assert fine(forward, video).shape == (2, 3, 4, 5, 1)

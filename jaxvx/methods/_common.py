@@ -8,7 +8,7 @@ A method is a pure function ``relevance = method(forward, video, target, *, key=
 - ``key``: a ``jax.random`` key for methods that draw noise, else ignored;
 - ``relevance``: float ``[B, T, H, W, C']`` on the video's grid, ``C' = C`` for the methods that attribute every
   input value, ``C' = 1`` for those without channels (occlusion, frame masking, TSR, the extremal perturbations):
-  every method, one contract (:mod:`jaxvx._maps`).
+  every method, one contract (:mod:`jaxvx._maps`), checked by :func:`guarded` when the method is traced.
 
 Richer results (an extremal perturbation's masks per area and energies, frame masking's per-frame scores, a named
 chain's intermediates) come from the method's explicit variant, :func:`details`:
@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvx._checks import is_int
+from jaxvx._maps import check_map
 
 __all__ = ["Method", "check_batch_size", "check_video", "details", "guarded", "is_traced", "points_per_pass",
            "resolve_target", "select", "with_details"]
@@ -141,6 +142,18 @@ def _poison(result, bad: jax.Array):
     return jax.tree_util.tree_map(leaf, result)
 
 
+def _check_contract(result, video, method) -> None:
+    """A ValueError unless an array ``result`` of a method given a clip ``video`` ``[B, T, H, W, C]`` is
+    ``[B, T, H, W, C]`` or ``[B, T, H, W, 1]`` (:mod:`jaxvx._maps`); a ``(map, details)`` pair is checked on its
+    map; other results (an analysis's record) and image input pass."""
+    if isinstance(result, tuple) and len(result) == 2 and not hasattr(result, "_fields"):
+        result = result[0]
+    if not hasattr(result, "shape") or getattr(video, "ndim", 0) != 5:
+        return
+    name = getattr(method, "__name__", type(method).__name__)
+    check_map(result, tuple(video.shape), name=f"the output of method {name!r}")
+
+
 def guarded(method: Callable) -> Callable:
     """``method`` with the input checks of the module docstring: eager errors for concrete bad input, a NaN result
     for a clip whose traced video holds NaN or inf or whose traced target is outside the classes."""
@@ -156,6 +169,7 @@ def guarded(method: Callable) -> Callable:
         traced = is_traced(video) or is_traced(target)
         with _naming_the_input(video):
             result = method(forward, video, target, key=key)
+        _check_contract(result, video, method)
         if not traced:
             return result
         v = jnp.asarray(video)
