@@ -1,4 +1,10 @@
-"""The ``lrp(composite)`` method factory."""
+"""LRP as a method: ``lrp(composite)`` gives ``relevance = method(forward, video, target)``, ``[B, T, H, W, C]``.
+
+One forward pass and one backward pass in which every layer of the traced program (:mod:`jaxvx._program`) passes
+relevance by its composite's rule instead of the gradient: ``R_i = sum_j (z_ij / z_j) R_j`` for the rules' own
+``z`` (z+, epsilon, gamma, z^B, flat, alpha-beta: :mod:`jaxvx.lrp`), seeded at the target's logit, so that a
+conserving composite's relevance sums to it.
+"""
 
 from __future__ import annotations
 
