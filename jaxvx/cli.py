@@ -84,7 +84,7 @@ def _card_synthetic_config(card) -> dict:
 
 def _truth_on_model_grid(record, card) -> dict:
     """A synthetic record's ground truth mapped through the card's resize / crop onto the model's input grid."""
-    from jaxvx.pipeline import _geometry, _preprocess_options
+    from jaxvx.pipeline._run import _geometry, _preprocess_options
 
     h, w = np.asarray(record["video"]).shape[1:3]
     geo = _geometry(h, w, _preprocess_options(card.get("preprocess")))

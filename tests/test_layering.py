@@ -17,14 +17,15 @@ FLOORS = {
     "_checks": 0, "_errors": 0, "_distributed": 0, "_provenance": 0,
     # video files and preprocessing, models, relevance transforms and metrics, optical flow, pickles
     "_pickle": 1, "io": 1, "models": 1, "transforms": 1, "metrics": 1, "flow": 1,
-    # what reads models and data: the traced program, converters, data sources, the pipeline's results and metrics
-    "_program": 2, "convert": 2, "data": 2, "_pipeline_metrics": 2, "_pipeline_results": 2,
+    # what reads models and data: the traced program, converters, data sources
+    "_program": 2, "convert": 2, "data": 2,
     # the program's public face, checkpoints (which convert), LRP on the program
     "program": 3, "checkpoints": 3, "lrp": 3,
     "methods": 4,
-    # over a dataset: sweeps, runs (pipeline re-exports sweep), training
-    "_pipeline_sweep": 5, "train": 5,
-    "pipeline": 6, "viz": 6,
+    # over a dataset: runs and sweeps of the methods, training
+    "pipeline": 5, "train": 5,
+    # pictures (of a sweep too)
+    "viz": 6,
     # one clip end to end, and the command line over everything
     "explain": 7,
     "cli": 8,
@@ -38,9 +39,6 @@ KNOWN_EXCEPTIONS = {
     ("convert", "checkpoints"),
     # lrp._engine.relevance resolves target=None with methods._common.resolve_target
     ("lrp", "methods"),
-    # _pipeline_sweep.sweep runs pipeline.run per setting (and uses pipeline._is_indexable, _progress), while
-    # pipeline re-exports sweep
-    ("_pipeline_sweep", "pipeline"),
 }
 
 

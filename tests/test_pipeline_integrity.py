@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxvx import pipeline
-from jaxvx._pipeline_results import ResultsFile
+from jaxvx.pipeline._results import ResultsFile
 from jaxvx._provenance import tree_sha256
 from jaxvx.data import synthetic
 
@@ -94,7 +94,7 @@ def test_method_settings_are_part_of_the_header(tmp_path):
 # ---------------------------------------------------------------------------------------------------- the lock
 _HOLD = textwrap.dedent("""
     import sys, time
-    from jaxvx._pipeline_results import ResultsFile
+    from jaxvx.pipeline._results import ResultsFile
     f = ResultsFile(sys.argv[1], {"holder": 1}, resume=True)
     print("locked", flush=True)
     time.sleep(60)

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxvx._checks import check_int, is_int
 from jaxvx._errors import VideoError
-from jaxvx._pipeline_results import _fmt, jsonable
+from jaxvx.pipeline._results import _fmt, jsonable
 from jaxvx.io._sampling import _as_fraction
 
 __all__ = ["sweep", "Sweep", "SWEEP_FILE", "step_label"]
@@ -141,7 +141,7 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
     Returns:
         :class:`Sweep`; ``runs[setting].computed`` and ``.seconds`` add up the setting's share of every chunk.
     """
-    from jaxvx.pipeline import _is_indexable, _progress, run
+    from jaxvx.pipeline._run import _is_indexable, _progress, run
 
     clash = sorted(set(run_kwargs) & set(_OWN))
     if clash:

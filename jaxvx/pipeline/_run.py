@@ -76,17 +76,16 @@ from jax.sharding import PartitionSpec as P
 
 from jaxvx._checks import check_int
 from jaxvx._errors import VideoError
-from jaxvx._pipeline_metrics import Metric, MetricOptions, resolve_metrics
-from jaxvx._pipeline_results import (ResultsFile, ResultsLocked, differences, jsonable, markdown_table, read_results,
+from jaxvx.pipeline._metrics import Metric, MetricOptions, resolve_metrics
+from jaxvx.pipeline._results import (ResultsFile, ResultsLocked, differences, jsonable, markdown_table, read_results,
                                      read_rows, summarize)
 from jaxvx._distributed import PeerLost, Terminated, initialize
 from jaxvx._provenance import describe, tree_sha256, versions
-from jaxvx._pipeline_sweep import SWEEP_FILE, Sweep, step_label, sweep
 from jaxvx.io import preprocess as _preprocess
 from jaxvx.io import segment_indices, snippet_indices, snippet_span
 
 __all__ = ["run", "summarize_folder", "results_paths", "initialize", "PeerLost", "Terminated", "Results",
-           "ResultsLocked", "RESULTS_FILE", "SUMMARY_FILE", "sweep", "Sweep", "SWEEP_FILE", "step_label"]
+           "ResultsLocked", "RESULTS_FILE", "SUMMARY_FILE"]
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.md"
