@@ -13,8 +13,8 @@ graph = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(graph)
 
 FLOORS = {
-    # checks and exceptions everything may raise; environment and provenance helpers
-    "_checks": 0, "_errors": 0, "_distributed": 0, "_provenance": 0,
+    # checks and exceptions everything may raise; environment, provenance and strict-JSON helpers
+    "_checks": 0, "_errors": 0, "_distributed": 0, "_provenance": 0, "_json": 0,
     # video files and preprocessing, models, relevance transforms and metrics, optical flow, pickles
     "_pickle": 1, "io": 1, "models": 1, "transforms": 1, "metrics": 1, "flow": 1,
     # what reads models and data: the traced program, converters, data sources
@@ -66,3 +66,33 @@ def test_known_exceptions_still_exist():
 def test_checks_and_errors_import_nothing_of_jaxvx():
     bottom = {a for a, f in FLOORS.items() if f == 0}
     assert not [edge for edge in graph.edges() if edge[0] in bottom]
+
+
+# Inside a package the modules have an order too, bottom to top: each imports only modules before it in its list.
+INSIDE = {
+    "pipeline": ("_metrics", "_results", "_progress", "_clips", "_step", "_folder", "_lockstep", "_run", "_sweep"),
+}
+
+
+def _sibling_imports(package: str, path):
+    import ast
+
+    prefix = f"jaxvx.{package}."
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(prefix):
+            yield node.module[len(prefix):].split(".")[0]
+
+
+def test_modules_inside_a_package_import_downward():
+    problems = []
+    for package, order in INSIDE.items():
+        folder = graph.PACKAGE / package
+        present = sorted(p.stem for p in folder.glob("_*.py") if p.stem != "__init__")
+        if sorted(order) != present:
+            problems.append(f"{package}: list its modules in INSIDE, bottom to top: {present} (listed {list(order)})")
+            continue
+        for name in order:
+            for imported in _sibling_imports(package, folder / f"{name}.py"):
+                if order.index(imported) >= order.index(name):
+                    problems.append(f"jaxvx/{package}/{name}.py imports {imported}, which is not below it")
+    assert not problems, "\n".join(problems)

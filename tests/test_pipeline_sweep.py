@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxvx import pipeline, viz
-from jaxvx.pipeline._results import jsonable
+from jaxvx._json import jsonable
 from jaxvx.data import synthetic
 from test_pipeline import T, Counting, apply, folder_with_a_broken_file, gradient_x_input, make_variables
 

@@ -22,8 +22,12 @@ import numpy as np
 
 from jaxvx._checks import check_int, is_int
 from jaxvx._errors import VideoError
-from jaxvx.pipeline._results import _fmt, jsonable
+from jaxvx._json import jsonable
 from jaxvx.io._sampling import _as_fraction
+from jaxvx.pipeline._clips import is_indexable
+from jaxvx.pipeline._progress import progress_bar
+from jaxvx.pipeline._results import format_number
+from jaxvx.pipeline._run import run
 
 __all__ = ["sweep", "Sweep", "SWEEP_FILE", "step_label"]
 
@@ -141,8 +145,6 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
     Returns:
         :class:`Sweep`; ``runs[setting].computed`` and ``.seconds`` add up the setting's share of every chunk.
     """
-    from jaxvx.pipeline._run import _is_indexable, _progress, run
-
     clash = sorted(set(run_kwargs) & set(_OWN))
     if clash:
         raise TypeError(f"sweep sets {clash} itself (its own arguments are steps=[...], offsets=[...], out= and "
@@ -161,7 +163,7 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
     progress = run_kwargs.pop("progress", True)
     prefix = f"{progress}: " if isinstance(progress, str) else ""
     runs = {}
-    if out_dir is None or not _is_indexable(source):
+    if out_dir is None or not is_indexable(source):
         for step, offset in settings:
             where = None if out_dir is None else out_dir / _folder(step, offset)
             runs[(step, offset)] = run(source, forward, method, step=step, offset=offset, out=where, resume=resume,
@@ -172,7 +174,7 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
         batch = run_kwargs.get("batch_size", 8)
         chunk = -(-chunk // batch) * batch if isinstance(batch, int) and batch > 0 else chunk
         window = _Window(source)
-        bar = _progress(n * len(settings), progress and f"{prefix}sweep, {len(settings)} settings")
+        bar = progress_bar(n * len(settings), progress and f"{prefix}sweep, {len(settings)} settings")
         totals = dict.fromkeys(settings, (0, 0.0))
         try:
             for lo in range(0, max(n, 1), chunk):
@@ -241,9 +243,9 @@ def _cell(row) -> str:
     """A summary row's mean with its interval, as the pipeline's summary table writes numbers; ``-`` for none."""
     if row is None:
         return "-"
-    text = _fmt(row["mean"])
+    text = format_number(row["mean"])
     if row["low"] is not None and math.isfinite(row["low"]):
-        text += f" [{_fmt(row['low'])}, {_fmt(row['high'])}]"
+        text += f" [{format_number(row['low'])}, {format_number(row['high'])}]"
     return text
 
 
