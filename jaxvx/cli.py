@@ -84,10 +84,10 @@ def _card_synthetic_config(card) -> dict:
 
 def _truth_on_model_grid(record, card) -> dict:
     """A synthetic record's ground truth mapped through the card's resize / crop onto the model's input grid."""
-    from jaxvx.pipeline._clips import _geometry, preprocess_options
+    from jaxvx.io import input_geometry
 
     h, w = np.asarray(record["video"]).shape[1:3]
-    geo = _geometry(h, w, preprocess_options(card.get("preprocess")))
+    geo = input_geometry(h, w, card.get("preprocess"))
     truth = dict(record)
     truth["boxes"] = geo.boxes(np.asarray(record["boxes"]))
     truth["motion"] = geo.grid(np.asarray(record["motion"], dtype=bool))

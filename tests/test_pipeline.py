@@ -316,10 +316,10 @@ def test_folder_source_skips_undecodable_files(tmp_path):
 
 
 def test_ground_truth_follows_resize_and_crop():
-    from jaxvx.pipeline._clips import _geometry
+    from jaxvx.io import input_geometry
 
     src = synthetic("test", num_clips=8, num_frames=4, height=60, width=90, flow=False)
-    geo = _geometry(60, 90, {"resize": "short_side", "short_side": 40, "size": (32, 32), "crop": "center"})
+    geo = input_geometry(60, 90, {"resize": "short_side", "short_side": 40, "size": (32, 32), "crop": "center"})
     assert (geo.rh, geo.rw, geo.ch, geo.cw) == (40, 60, 32, 32)
     checked = 0
     for i in range(8):

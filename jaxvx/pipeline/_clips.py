@@ -18,91 +18,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jaxvx._errors import VideoError
+from jaxvx.io import input_geometry
 from jaxvx.io import preprocess as _preprocess
 from jaxvx.io import segment_indices, snippet_indices, snippet_span
-
-
-@dataclasses.dataclass(frozen=True)
-class _Geometry:
-    """How preprocessing maps a raw ``h x w`` frame onto the model's grid: resize to ``(rh, rw)``, crop
-    ``[top, top + ch) x [left, left + cw)``."""
-
-    h: int
-    w: int
-    rh: int
-    rw: int
-    top: int
-    left: int
-    ch: int
-    cw: int
-
-    @property
-    def identity(self) -> bool:
-        return (self.rh, self.rw, self.top, self.left, self.ch, self.cw) == (self.h, self.w, 0, 0, self.h, self.w)
-
-    def boxes(self, boxes: np.ndarray) -> np.ndarray:
-        """``(x_min, y_min, x_max, y_max)`` (max inclusive) to the output grid: every output pixel that overlaps the
-        box's pixels; ``-1`` rows stay and boxes cropped away become ``-1``."""
-        boxes = np.asarray(boxes, dtype=np.float64)
-        if self.identity:
-            return boxes.astype(np.float32)
-        sx, sy = self.rw / self.w, self.rh / self.h
-        x0 = np.floor(boxes[..., 0] * sx) - self.left
-        y0 = np.floor(boxes[..., 1] * sy) - self.top
-        x1 = np.ceil((boxes[..., 2] + 1) * sx) - 1 - self.left
-        y1 = np.ceil((boxes[..., 3] + 1) * sy) - 1 - self.top
-        absent = (boxes[..., 0] < 0) | (x1 < 0) | (y1 < 0) | (x0 > self.cw - 1) | (y0 > self.ch - 1)
-        out = np.stack([np.clip(x0, 0, self.cw - 1), np.clip(y0, 0, self.ch - 1),
-                        np.clip(x1, 0, self.cw - 1), np.clip(y1, 0, self.ch - 1)], axis=-1)
-        out[absent] = -1
-        return out.astype(np.float32)
-
-    def _src(self):
-        ys = np.clip(np.floor((np.arange(self.ch) + self.top + 0.5) * self.h / self.rh), 0, self.h - 1).astype(int)
-        xs = np.clip(np.floor((np.arange(self.cw) + self.left + 0.5) * self.w / self.rw), 0, self.w - 1).astype(int)
-        return ys, xs
-
-    def grid(self, arr: np.ndarray) -> np.ndarray:
-        """``[T, h, w, ...]`` to ``[T, ch, cw, ...]`` by nearest-neighbour sampling (masks, flows)."""
-        if self.identity:
-            return arr
-        ys, xs = self._src()
-        return arr[:, ys][:, :, xs]
-
-    def flow(self, flow: np.ndarray) -> np.ndarray:
-        """A flow ``[T, h, w, 2]`` in raw pixels to the output grid, in output pixels."""
-        if self.identity:
-            return flow
-        scale = np.array([self.rw / self.w, self.rh / self.h], dtype=np.float32)
-        return self.grid(flow) * scale
-
-
-def preprocess_options(preprocess) -> dict:
-    if preprocess is None:
-        return {"resize": "none", "crop": "none", "size": None}
-    if isinstance(preprocess, str):
-        return {"preset": preprocess}
-    if isinstance(preprocess, Mapping):
-        return dict(preprocess)
-    raise TypeError(f"preprocess must be None, a preset name or a dict of jaxvx.io.preprocess keywords, got "
-                    f"{type(preprocess).__name__}")
-
-
-def _geometry(h: int, w: int, opts: dict) -> _Geometry:
-    # the same option resolution as jaxvx.io.preprocess (its private helpers, so the two cannot drift apart)
-    from jaxvx.io import _preprocess as pp
-
-    merged = {**pp._DEFAULTS, **(pp.PRESETS[opts["preset"]] if opts.get("preset") else {}),
-              **{k: v for k, v in opts.items() if k != "preset"}}
-    crop = merged["crop"]
-    size = pp._hw("size", merged["size"], allow_none=(crop == "none"))
-    rto = pp._hw("resize_to", merged["resize_to"], allow_none=True)
-    rh, rw = pp._resized_shape(h, w, merged["resize"], merged["short_side"], rto, size)
-    if crop == "center":
-        ch, cw = size
-        return _Geometry(h, w, rh, rw, (rh - ch) // 2, (rw - cw) // 2, ch, cw)
-    return _Geometry(h, w, rh, rw, 0, 0, rh, rw)
-
 
 
 @dataclasses.dataclass
@@ -187,7 +105,7 @@ class Preparer:
             if self.num_classes is not None and not 0 <= label < self.num_classes:
                 raise ValueError(f"clip {cid}: label {label} is outside the model's classes [0, {self.num_classes})")
 
-        geo = _geometry(h, w, self.opts)
+        geo = input_geometry(h, w, self.opts)
         if (geo.ch, geo.cw) != x.shape[1:3]:  # pragma: no cover - would mean jaxvx.io.preprocess changed
             raise AssertionError(f"geometry {geo} does not match the preprocessed shape {x.shape}")
         gt = {}

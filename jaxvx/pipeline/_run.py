@@ -24,8 +24,8 @@ from jaxvx._checks import check_int
 from jaxvx._errors import VideoError
 from jaxvx._json import jsonable
 from jaxvx._provenance import describe, tree_sha256, versions
-from jaxvx.io import snippet_indices
-from jaxvx.pipeline._clips import Clip, Preparer, decoding_only_what_is_sampled, iterate, preprocess_options
+from jaxvx.io import preprocess_options, snippet_indices
+from jaxvx.pipeline._clips import Clip, Preparer, decoding_only_what_is_sampled, iterate
 from jaxvx.pipeline._folder import (RESULTS_FILE, Results, process_of, results_paths, rows_of_every_process,
                                     save_map, write_summary)
 from jaxvx.pipeline._lockstep import lockstep

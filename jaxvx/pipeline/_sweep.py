@@ -23,7 +23,7 @@ import numpy as np
 from jaxvx._checks import check_int, is_int
 from jaxvx._errors import VideoError
 from jaxvx._json import jsonable
-from jaxvx.io._sampling import _as_fraction
+from jaxvx.io import step_fraction
 from jaxvx.pipeline._clips import is_indexable
 from jaxvx.pipeline._progress import progress_bar
 from jaxvx.pipeline._results import format_number
@@ -40,7 +40,7 @@ _OWN = ("step", "offset", "out", "resume", "summary")
 
 def step_label(step) -> str:
     """A step as the exact rational it is sampled with: ``"1/16"``, ``"2"`` (``Fraction`` spelling)."""
-    return str(_as_fraction(step))
+    return str(step_fraction(step))
 
 
 def _folder(step: str, offset: int) -> str:
