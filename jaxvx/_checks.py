@@ -2,7 +2,9 @@
 
 import numbers
 
-__all__ = ["check_int", "is_int"]
+import jax
+
+__all__ = ["check_int", "is_int", "is_traced"]
 
 
 def is_int(value, *, numpy: bool = True) -> bool:
@@ -16,3 +18,8 @@ def check_int(name: str, value, low: int = 1, *, numpy: bool = True) -> int:
     if not is_int(value, numpy=numpy) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     return int(value)
+
+
+def is_traced(*trees) -> bool:
+    """Whether any leaf of ``trees`` is a tracer (the caller runs under ``jit``, ``vmap`` or ``grad``)."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(trees))
