@@ -896,6 +896,3 @@ def cli(argv: Sequence[str] | None = None) -> int:
           f"{c['wall_time_s']:.1f} s")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli())
