@@ -70,7 +70,7 @@ def test_checks_and_errors_import_nothing_of_jaxvx():
 
 # Inside a package the modules have an order too, bottom to top: each imports only modules before it in its list.
 INSIDE = {
-    "pipeline": ("_metrics", "_results", "_progress", "_clips", "_step", "_folder", "_lockstep", "_run", "_sweep"),
+    "pipeline": ("_options", "_metrics", "_results", "_progress", "_clips", "_step", "_folder", "_lockstep", "_run", "_sweep"),
     "train": ("_recipes", "_step", "_data", "_state", "_card", "_loop", "_cli"),
 }
 

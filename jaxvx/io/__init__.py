@@ -14,7 +14,7 @@
 
 from jaxvx.io._geometry import InputGeometry, input_geometry, preprocess_options
 from jaxvx.io._preprocess import KINETICS_MEAN, KINETICS_STD, PRESETS, SPORTS1M_MEAN, preprocess
-from jaxvx.io._sampling import segment_indices, snippet_indices, snippet_span, step_fraction
+from jaxvx.io._sampling import PAD_MODES, segment_indices, snippet_indices, snippet_span, step_fraction
 from jaxvx.io._video import (
     TruncatedVideoWarning,
     VideoInfo,
@@ -31,6 +31,7 @@ __all__ = [
     "InputGeometry",
     "KINETICS_MEAN",
     "KINETICS_STD",
+    "PAD_MODES",
     "PRESETS",
     "SPORTS1M_MEAN",
     "TruncatedVideoWarning",

@@ -42,6 +42,14 @@ Example::
         variables=variables, preprocess=card["preprocess"], out="runs/gradient")
     print(results.markdown)
 
+The settings that belong together are small frozen records, checked when made: :class:`Sampling` (which frames),
+:class:`MetricOptions` (the built-in metrics' settings), :class:`OutputOptions` (maps, summary, provenance)::
+
+    jaxvx.pipeline.run(source, model, method, variables=variables, out="runs/step2",
+                       sampling=jaxvx.pipeline.Sampling(length=16, step=2, pad="edge"),
+                       metric_options=jaxvx.pipeline.MetricOptions(tolerance=15),
+                       output=jaxvx.pipeline.OutputOptions(save_maps=True))
+
 Methods must return arrays (a :func:`jaxvx.transforms.named_chain` method returns a dict: use it interactively).
 
 :func:`sweep` runs the same over several snippet steps and offsets (Anders et al.'s accuracy and border B over the
@@ -54,18 +62,20 @@ step, lookahead L over the offset), one resumable run per setting, and :func:`ja
     print(sw.markdown)
     jaxvx.viz.save_png("steps.png", jaxvx.viz.plot_sweep(sw))
 
-The package, bottom to top: :mod:`._metrics` (the per-clip metrics) and :mod:`._results` (the results file and
-its summary statistics); :mod:`._clips` (records to model input, on the host), :mod:`._step` (the jitted step),
-:mod:`._folder` (the output folder, :class:`Results`), :mod:`._lockstep` (several processes); :mod:`._run`
-(:func:`run`); :mod:`._sweep` (:func:`sweep`, which runs :func:`run` per setting). No module imports one above it.
+The package, bottom to top: :mod:`._options` (the option records), :mod:`._metrics` (the per-clip metrics) and
+:mod:`._results` (the results file and its summary statistics); :mod:`._clips` (records to model input, on the
+host), :mod:`._step` (the jitted step), :mod:`._folder` (the output folder, :class:`Results`), :mod:`._lockstep`
+(several processes); :mod:`._run` (:func:`run`); :mod:`._sweep` (:func:`sweep`, which runs :func:`run` per
+setting). No module imports one above it.
 """
 
 from jaxvx._distributed import PeerLost, Terminated, initialize
 from jaxvx.pipeline._folder import RESULTS_FILE, SUMMARY_FILE, Results, results_paths, summarize_folder
+from jaxvx.pipeline._options import MetricOptions, OutputOptions, Sampling
 from jaxvx.pipeline._results import ResultsLocked
 from jaxvx.pipeline._run import run
 from jaxvx.pipeline._sweep import SWEEP_FILE, SWEEP_METRICS, Sweep, step_label, sweep
 
-__all__ = ["run", "summarize_folder", "results_paths", "initialize", "PeerLost", "Terminated", "Results",
-           "ResultsLocked", "RESULTS_FILE", "SUMMARY_FILE", "sweep", "Sweep", "SWEEP_FILE", "SWEEP_METRICS",
-           "step_label"]
+__all__ = ["run", "Sampling", "MetricOptions", "OutputOptions", "summarize_folder", "results_paths", "initialize",
+           "PeerLost", "Terminated", "Results", "ResultsLocked", "RESULTS_FILE", "SUMMARY_FILE", "sweep", "Sweep",
+           "SWEEP_FILE", "SWEEP_METRICS", "step_label"]

@@ -21,6 +21,7 @@ from jaxvx._errors import VideoError
 from jaxvx.io import input_geometry
 from jaxvx.io import preprocess as _preprocess
 from jaxvx.io import segment_indices, snippet_indices, snippet_span
+from jaxvx.pipeline._options import MetricOptions, Sampling
 
 
 @dataclasses.dataclass
@@ -46,17 +47,15 @@ def _clip_id(record: Mapping, index: int, source) -> str:
 class Preparer:
     """Host side of a clip: checks, sampling, preprocessing, ground truth on the model's grid."""
 
-    def __init__(self, *, length, step, offset, pad, sampling, preprocess_opts, target, host, flow_kwargs,
-                 keyframe_kwargs, label_key, seed):
-        self.length, self.step, self.offset, self.pad = length, step, offset, pad
+    def __init__(self, *, sampling: Sampling, preprocess_opts: dict, target: str, host: set,
+                 metric_options: MetricOptions, label_key: str):
         self.sampling = sampling
         self.opts = preprocess_opts
         self.target = target
         self.host = host  # what to compute from the sampled frames: "flow", "keyframes"
-        self.flow_kwargs = flow_kwargs
-        self.keyframe_kwargs = keyframe_kwargs
+        self.flow_kwargs = dict(metric_options.flow_options or {})
+        self.keyframe_kwargs = dict(metric_options.keyframe_options or {})
         self.label_key = label_key
-        self.seed = seed
         self.num_classes: int | None = None
 
     def __call__(self, record, index: int, cid: str) -> Clip:
@@ -73,10 +72,11 @@ class Preparer:
         if t < 1 or h < 1 or w < 1:
             raise ValueError(f"clip {cid}: video is empty, shape {video.shape}")
         try:
-            if self.sampling == "snippet":
-                idx = snippet_indices(t, self.length, self.step, self.offset, pad=self.pad)
+            s = self.sampling
+            if s.mode == "snippet":
+                idx = snippet_indices(t, s.length, s.step, s.offset, pad=s.pad)
             else:
-                idx = segment_indices(t, self.length)
+                idx = segment_indices(t, s.length)
         except ValueError as err:
             raise ValueError(f"clip {cid}: {err}") from None
         frames = video[idx]
@@ -133,7 +133,7 @@ class Preparer:
 
 
 
-def decoding_only_what_is_sampled(source, sampling: str, length: int, step, offset: int):
+def decoding_only_what_is_sampled(source, sampling: Sampling):
     """A folder source that decodes whole files, made to decode only the frames the sampling takes: the first
     :func:`jaxvx.io.snippet_span` frames for a snippet (its indices into them equal those into the whole file), or
     the ``length`` segment frames themselves (whose segments of one frame each are those frames again)."""
@@ -141,9 +141,9 @@ def decoding_only_what_is_sampled(source, sampling: str, length: int, step, offs
 
     if not isinstance(source, FolderVideos) or source.max_frames is not None or source.sample is not None:
         return source
-    if sampling == "snippet":
-        return source.reading(max_frames=snippet_span(length, step, offset))
-    return source.reading(sample=functools.partial(segment_indices, length=length))
+    if sampling.mode == "snippet":
+        return source.reading(max_frames=snippet_span(sampling.length, sampling.step, sampling.offset))
+    return source.reading(sample=functools.partial(segment_indices, length=sampling.length))
 
 
 def is_indexable(source) -> bool:

@@ -8,7 +8,6 @@ is dispatched, and before the run leaves on an error. With several processes the
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -24,12 +23,13 @@ from jaxvx._checks import check_int
 from jaxvx._errors import VideoError
 from jaxvx._json import jsonable
 from jaxvx._provenance import describe, tree_sha256, versions
-from jaxvx.io import preprocess_options, snippet_indices
+from jaxvx.io import preprocess_options
 from jaxvx.pipeline._clips import Clip, Preparer, decoding_only_what_is_sampled, iterate
 from jaxvx.pipeline._folder import (RESULTS_FILE, Results, process_of, results_paths, rows_of_every_process,
                                     save_map, write_summary)
 from jaxvx.pipeline._lockstep import lockstep
-from jaxvx.pipeline._metrics import MetricOptions, resolve_metrics
+from jaxvx.pipeline._metrics import resolve_metrics
+from jaxvx.pipeline._options import MetricOptions, OutputOptions, Sampling, check_record
 from jaxvx.pipeline._progress import progress_bar
 from jaxvx.pipeline._results import ResultsFile, markdown_table, summarize
 from jaxvx.pipeline._step import cached_step, to_host
@@ -37,7 +37,6 @@ from jaxvx.pipeline._step import cached_step, to_host
 __all__ = ["run"]
 
 _TARGETS = ("label", "predicted")
-_SAMPLINGS = ("snippet", "segment")
 
 
 def _as_methods(method) -> dict[str, Callable]:
@@ -84,14 +83,10 @@ def _forward_and_variables(forward, variables):
 
 
 def run(source, forward, method, *, variables=None, transforms: Sequence[Callable] = (), metrics="auto",
-        batch_size: int = 8, length: int = 16, step=1, offset: int = 0, pad: str = "loop",
-        sampling: str = "snippet", preprocess=None, target: str = "label", out=None, resume: bool = True,
-        save_maps: bool = False, seed: int = 0, progress: bool | str = True, limit: int | None = None,
-        tolerance: float = 7.0, pointing_shape: str = "disk", flow_threshold: float = 0.5, flow_options=None,
-        keyframe_options=None,
-        perturbation_steps: int | None = None, perturbation_baseline: float = 0.0, label_key: str = "label",
-        confidence: float = 0.95, num_classes: int | None = None, summary: bool = True,
-        provenance: Mapping | None = None) -> Results:
+        preprocess=None, target: str = "label", batch_size: int = 8, out=None, resume: bool = True,
+        limit: int | None = None, seed: int = 0, progress: bool | str = True, label_key: str = "label",
+        sampling: Sampling = Sampling(), metric_options: MetricOptions = MetricOptions(),
+        output: OutputOptions = OutputOptions()) -> Results:
     """Explain every clip of ``source`` and score the explanations; see the module docstring for the guarantees.
 
     Args:
@@ -116,39 +111,29 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
             ``insertion_frames``, ``deletion_voxels``, ``insertion_voxels`` (area over the perturbation curve, plus
             ``*_auc``). A callable is ``(relevance, batch) -> [B] or {column: [B]}`` traced
             in the step; ``batch`` is described in :mod:`jaxvx.pipeline._metrics`.
-        batch_size: clips per batch (rounded up to a multiple of the device count). Default 8.
-        length, step, offset, pad: snippet sampling (:func:`jaxvx.io.snippet_indices`). Defaults 16, 1, 0, "loop".
-        sampling: ``"snippet"`` (default) or ``"segment"`` (one frame per equal segment,
-            :func:`jaxvx.io.segment_indices`, centre frames).
         preprocess: ``None`` (default: no resize or crop, ``x / 255``), a preset name of :data:`jaxvx.io.PRESETS`,
-            or a dict of :func:`jaxvx.io.preprocess` keywords. Ground truth follows the same resize and crop.
+            or a dict of :func:`jaxvx.io.preprocess` keywords. Ground truth follows the same resize and crop
+            (:func:`jaxvx.io.input_geometry`).
         target: ``"label"`` (default: explain the true class) or ``"predicted"``.
+        batch_size: clips per batch (rounded up to a multiple of the device count). Default 8.
         out: output folder (results.jsonl, summary.md, summary.json, maps/); None keeps everything in memory.
         resume: continue the results file in ``out`` if there is one (its settings must match); False starts over.
-        save_maps: also write each clip's final map as ``out/maps/<method>/<clip index>.npy`` (float32).
+        limit: only the first ``limit`` clips of the source.
         seed: seeds the methods' random keys (``fold_in(PRNGKey(seed), first clip index of the batch)``, then the
             method's position) and the bootstrap.
         progress: show a tqdm progress bar with clips per second; a string is the bar's label (default label
             "jaxvx run"; :func:`sweep` labels each setting's bar with its step and offset).
-        limit: only the first ``limit`` clips of the source.
-        tolerance, pointing_shape: spatial pointing game settings (7 px, "disk").
-        flow_threshold, flow_options: motion threshold in px per frame (0.5) and keyword arguments of
-            :func:`jaxvx.flow.farneback` for ``motion_precision_flow``.
-        keyframe_options: keyword arguments of :func:`jaxvx.metrics.keyframes` for ``keyframe_correlation``
-            (default: the 30 % detector).
-        perturbation_steps, perturbation_baseline: deletion/insertion settings (see
-            :func:`jaxvx.metrics.perturbation_curve`).
         label_key: the record key holding the label. Default "label".
-        confidence: level of the summary's bootstrap intervals. Default 0.95.
-        num_classes: for the per-class pointing-game mean; default: the model's number of outputs.
-        summary: summarise the results file at the end (bootstrap intervals; ``summary.md``, ``summary.json``).
-            False skips it (``Results.summary`` empty, ``markdown`` ""), for a caller that runs again before it
-            reads one, as :func:`sweep` does between chunks.
-        provenance: what else identifies the run, recorded in the results header and checked on resume, e.g.
-            ``{"checkpoint": name, "checkpoint_sha256": ...}`` (``jaxvx run`` passes the checkpoint's). Its
-            ``"checkpoint"`` names the model in errors. The header always holds the SHA-256 of the model's
-            variables, a description of every method and transform with their settings, the metrics and their
-            options, the source, sampling, preprocessing, seed and the versions of jaxvx, jax, jaxlib and flax.
+        sampling: which frames of each clip the model sees, a :class:`Sampling` (default: 16-frame snippets of
+            step 1 from frame 0, looped past the clip's end).
+        metric_options: the built-in metrics' settings, a :class:`MetricOptions` (pointing-game tolerance and
+            shape, motion threshold, Farneback and key-frame options, deletion / insertion steps and baseline).
+        output: what the run writes besides its rows, an :class:`OutputOptions` (maps, the summary and its
+            interval level and classes, the provenance recorded in the results header).
+
+        The results header always holds the SHA-256 of the model's variables, a description of every method and
+        transform with their settings, the metrics and their options, the source, sampling, preprocessing, seed,
+        the provenance and the versions of jaxvx, jax, jaxlib and flax; a resume compares it key by key.
 
     Returns:
         :class:`Results`.
@@ -162,12 +147,12 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
     """
     t_start = time.perf_counter()
     batch_size = check_int("batch_size", batch_size, 1)
-    length = check_int("length", length, 1)
     seed = check_int("seed", seed, 0) % 2**32
     if target not in _TARGETS:
         raise ValueError(f"target must be one of {_TARGETS}, got {target!r}")
-    if sampling not in _SAMPLINGS:
-        raise ValueError(f"sampling must be one of {_SAMPLINGS}, got {sampling!r}")
+    check_record("sampling", sampling, Sampling)
+    check_record("metric_options", metric_options, MetricOptions)
+    check_record("output", output, OutputOptions)
     if limit is not None:
         limit = check_int("limit", limit, 0)
     methods = _as_methods(method)
@@ -175,14 +160,10 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
     for i, t in enumerate(transforms):
         if not callable(t):
             raise TypeError(f"transforms[{i}] must be callable, got {t!r}")
-    opts = MetricOptions(tolerance=float(tolerance), pointing_shape=pointing_shape,
-                         flow_threshold=float(flow_threshold), perturbation_steps=perturbation_steps,
-                         perturbation_baseline=float(perturbation_baseline))
-    metric_list, auto = resolve_metrics(metrics, opts)
+    metric_list, auto = resolve_metrics(metrics, metric_options)
     apply, variables = _forward_and_variables(forward, variables)
     pp_opts = preprocess_options(preprocess)
-    snippet_indices(max(length, 1), 1, step, 0)  # validates step early
-    source = decoding_only_what_is_sampled(source, sampling, length, step, offset)
+    source = decoding_only_what_is_sampled(source, sampling)
 
     process_index, process_count = jax.process_index(), jax.process_count()
     devices = jax.devices()
@@ -192,7 +173,7 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
     n_dev_local = len(jax.local_devices())
     local_batch = -(-batch_size // n_dev_local) * n_dev_local
 
-    provenance = dict(provenance or {})
+    provenance = dict(output.provenance or {})
     model_name = provenance.get("checkpoint", "the model")
     results_file = None
     out_dir = None
@@ -200,12 +181,15 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         header = {
             "methods": {name: describe(m) for name, m in methods.items()},
             "metrics": {"names": [m.name for m in metric_list] if not auto else "auto",
-                        "options": dataclasses.asdict(opts), "flow": describe(dict(flow_options or {})),
-                        "keyframes": describe(dict(keyframe_options or {})), "num_classes": num_classes},
+                        "options": dict(metric_options.in_step()),
+                        "flow": describe(dict(metric_options.flow_options or {})),
+                        "keyframes": describe(dict(metric_options.keyframe_options or {})),
+                        "num_classes": output.num_classes},
             "transforms": [describe(t) for t in transforms],
             "target": target,
             "label_key": label_key,
-            "sampling": {"mode": sampling, "length": length, "step": str(step), "offset": offset, "pad": pad},
+            "sampling": {"mode": sampling.mode, "length": sampling.length, "step": str(sampling.step),
+                         "offset": sampling.offset, "pad": sampling.pad},
             "preprocess": pp_opts,
             "source": describe(source),
             "limit": limit,
@@ -229,12 +213,11 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
     rows: list[dict] = list(results_file.rows) if results_file else []
 
     host = {m.host for m in metric_list if m.host}
-    preparer = Preparer(length=length, step=step, offset=offset, pad=pad, sampling=sampling,
-                         preprocess_opts=pp_opts, target=target, host=host,
-                         flow_kwargs=dict(flow_options or {}), keyframe_kwargs=dict(keyframe_options or {}),
-                         label_key=label_key, seed=seed)
-    step_fn = cached_step(forward, variables is None, apply, methods, transforms, metric_list, opts, auto, target,
-                           save_maps, mesh)
+    preparer = Preparer(sampling=sampling, preprocess_opts=pp_opts, target=target, host=host,
+                        metric_options=metric_options, label_key=label_key)
+    save_maps = output.save_maps
+    step_fn = cached_step(forward, variables is None, apply, methods, transforms, metric_list,
+                          metric_options.in_step(), auto, target, save_maps, mesh)
     variables_dev = jax.device_put(variables, replicated)
 
     total = None
@@ -379,15 +362,15 @@ def run(source, forward, method, *, variables=None, transforms: Sequence[Callabl
         from jaxvx._distributed import barrier
 
         barrier("jaxvx.pipeline.run: every process wrote its rows")
-        if process_index == 0 and summary:
+        if process_index == 0 and output.summary:
             rows = rows_of_every_process(out_dir, process_count, rows)
-        summary = summary and process_index == 0  # one summary, over every process's rows
+    summary = output.summary and process_index == 0  # with several processes, one summary over every process's rows
     skipped = [r for r in rows if r.get("status") == "skipped"]
     table, md = [], ""
     if summary:
-        k = num_classes if num_classes is not None else (preparer.num_classes or None)
-        table = summarize(rows, list(methods), num_classes=k, confidence=confidence, seed=seed)
-        md = markdown_table(table, confidence=confidence, skipped=len(skipped),
+        k = output.num_classes if output.num_classes is not None else (preparer.num_classes or None)
+        table = summarize(rows, list(methods), num_classes=k, confidence=output.confidence, seed=seed)
+        md = markdown_table(table, confidence=output.confidence, skipped=len(skipped),
                             failed=sum(1 for r in rows if r.get("status") == "failed"))
         if out_dir is not None and process_index == 0:
             write_summary(out_dir, md, table)
