@@ -132,7 +132,6 @@ class Preparer:
         return Clip(index, cid, x.astype(np.float32), label, gt)
 
 
-
 def decoding_only_what_is_sampled(source, sampling: Sampling):
     """A folder source that decodes whole files, made to decode only the frames the sampling takes: the first
     :func:`jaxvx.io.snippet_span` frames for a snippet (its indices into them equal those into the whole file), or

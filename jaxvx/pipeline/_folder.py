@@ -55,7 +55,6 @@ class Results:
         return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
 
 
-
 def results_paths(out: str | os.PathLike) -> list[Path]:
     """The results files in folder ``out``: ``results.jsonl`` (one process) and ``results.<p>.jsonl`` (process p
     of several), in process order."""

@@ -81,7 +81,6 @@ def _forward_and_variables(forward, variables):
     return (lambda v, x: fn(x)), {}
 
 
-
 def run(source, forward, method, *, variables=None, transforms: Sequence[Callable] = (), metrics="auto",
         preprocess=None, target: str = "label", batch_size: int = 8, out=None, resume: bool = True,
         limit: int | None = None, seed: int = 0, progress: bool | str = True, label_key: str = "label",

@@ -110,7 +110,6 @@ def _spatial_ok(rel, video) -> bool:
     return rel.ndim in (4, 5) and tuple(rel.shape[:4]) == tuple(video.shape[:4])
 
 
-
 def to_host(tree, mesh):
     """Outputs of the step as NumPy arrays holding this process's rows."""
     if jax.process_count() == 1:
