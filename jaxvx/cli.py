@@ -14,6 +14,7 @@ problem, with exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -84,10 +85,10 @@ def _card_synthetic_config(card) -> dict:
 
 def _truth_on_model_grid(record, card) -> dict:
     """A synthetic record's ground truth mapped through the card's resize / crop onto the model's input grid."""
-    from jaxvx.pipeline import _geometry, _preprocess_options
+    from jaxvx.io import input_geometry
 
     h, w = np.asarray(record["video"]).shape[1:3]
-    geo = _geometry(h, w, _preprocess_options(card.get("preprocess")))
+    geo = input_geometry(h, w, card.get("preprocess"))
     truth = dict(record)
     truth["boxes"] = geo.boxes(np.asarray(record["boxes"]))
     truth["motion"] = geo.grid(np.asarray(record["motion"], dtype=bool))
@@ -232,15 +233,16 @@ def _run(args) -> int:
     metrics = settings["metrics"]
     metrics = "auto" if metrics in (None, "auto") else [m.strip() for m in str(metrics).split(",")]
     steps, offsets = _values(settings["step"], "step"), _offsets(settings["offset"])
+    sampling = pipeline.Sampling(length=t_model, pad=settings["pad"])
     common = dict(variables=variables, transforms=transforms, metrics=metrics, batch_size=settings["batch_size"],
-                  length=t_model, pad=settings["pad"], preprocess=dict(card.get("preprocess", {})),
-                  save_maps=settings["save_maps"], limit=settings["limit"],
-                  provenance={"checkpoint": str(settings["checkpoint"]), "checkpoint_sha256": card.get("sha256"),
-                              "data": str(settings["data"])})
+                  preprocess=dict(card.get("preprocess", {})), limit=settings["limit"],
+                  output=pipeline.OutputOptions(save_maps=settings["save_maps"], provenance={
+                      "checkpoint": str(settings["checkpoint"]), "checkpoint_sha256": card.get("sha256"),
+                      "data": str(settings["data"])}))
     out = settings["out"]
     if len(steps) == 1 and len(offsets) == 1:
-        results = pipeline.run(source, model, methods, step=steps[0], offset=offsets[0], out=out,
-                               resume=settings["resume"], **common)
+        results = pipeline.run(source, model, methods, out=out, resume=settings["resume"],
+                               sampling=dataclasses.replace(sampling, step=steps[0], offset=offsets[0]), **common)
         files = ", ".join(p.name for p in pipeline.results_paths(out)) if out else ""
         if results.markdown:
             print(results.markdown)
@@ -253,7 +255,7 @@ def _run(args) -> int:
     from jaxvx import viz
 
     swept = pipeline.sweep(source, model, methods, steps=steps, offsets=offsets, out=out, resume=settings["resume"],
-                           **common)
+                           sampling=sampling, **common)
     print(swept.markdown)
     if out:
         figure = viz.save_figure(f"{out}/sweep.png", viz.sweep_figure(

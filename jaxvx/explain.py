@@ -262,7 +262,7 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
       selective map that kept nothing, is ``null``, as in the pipeline's rows); ``relevance.npy``: the
       channel-summed map ``[T, H, W]``.
     """
-    from jaxvx._pipeline_results import jsonable
+    from jaxvx._json import jsonable
     from jaxvx.io import write_video
     from jaxvx.viz import explanation_figure, frame_share_figure, overlay, save_figure
 

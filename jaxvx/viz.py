@@ -374,7 +374,7 @@ def plot_frame_share(share, *, fits: dict | None = None, title: str = "relevance
 
 def _step_ticks(ax, values) -> None:
     """A log2 step axis labelled with the exact rationals (1/16 ... 32)."""
-    from jaxvx._pipeline_sweep import step_label
+    from jaxvx.pipeline import step_label
 
     ax.set_xscale("log", base=2)
     ticks = sorted(set(float(v) for v in values))
@@ -386,7 +386,7 @@ def _step_ticks(ax, values) -> None:
 
 def _sweep_panels(steps: list, offsets: list) -> list[tuple]:
     """The panels of a sweep figure: ``(over, method, metric, label)``, ``method`` None for every method."""
-    from jaxvx._pipeline_sweep import SWEEP_METRICS
+    from jaxvx.pipeline import SWEEP_METRICS
 
     accuracy = ("step", "(model)", "accuracy", "accuracy")
     border = ("step", None, SWEEP_METRICS[0], "border B")
@@ -397,7 +397,7 @@ def _sweep_panels(steps: list, offsets: list) -> list[tuple]:
 
 def _sweep_lines(ax, sweep, over: str, method: str | None, metric: str, steps: list, offsets: list) -> None:
     """One line with interval bars per method (and per value of the other axis when that varies)."""
-    from jaxvx._pipeline_sweep import step_label
+    from jaxvx.pipeline import step_label
 
     other, others = ("offset", offsets) if over == "step" else ("step", steps)
     for m in [method] if method else sweep.methods:
@@ -430,7 +430,7 @@ def sweep_figure(sweep, *, title: str = "", chance: float | None = None, trainin
             as a vertical line on the step panels; None: not drawn.
         confidence: the level of the intervals, for their label.
     """
-    from jaxvx._pipeline_sweep import step_label
+    from jaxvx.pipeline import step_label
 
     steps = sorted({r["step_value"] for r in sweep.table})
     offsets = sorted({r["offset"] for r in sweep.table})

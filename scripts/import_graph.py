@@ -1,6 +1,6 @@
 """The import graph of the jaxvx package: its units, their floors and the edges between them.
 
-A unit is a top-level module (``jaxvx/pipeline.py`` -> ``pipeline``) or a subpackage (``jaxvx/lrp/*`` -> ``lrp``).
+A unit is a top-level module (``jaxvx/flow.py`` -> ``flow``) or a subpackage (``jaxvx/lrp/*`` -> ``lrp``).
 An edge ``a -> b`` is an ``import jaxvx.b...`` or ``from jaxvx.b... import`` (or ``from jaxvx import b``) anywhere
 in ``a``'s files, at module level or inside a function; imports within one unit and the lazy facade
 ``jaxvx/__init__.py`` are left out. A unit's floor is 0 when it imports no other unit, else one more than the
@@ -22,7 +22,7 @@ PACKAGE = ROOT / "jaxvx"
 
 
 def unit_of(path: pathlib.Path) -> str:
-    """``pipeline`` for ``jaxvx/pipeline.py``, ``lrp`` for ``jaxvx/lrp/_rules.py``."""
+    """``flow`` for ``jaxvx/flow.py``, ``lrp`` for ``jaxvx/lrp/_rules.py``."""
     parts = path.relative_to(PACKAGE).parts
     return parts[0] if len(parts) > 1 else path.stem
 

@@ -68,7 +68,8 @@ def main():
     rng = np.random.default_rng(0)
     variables = {"w": jnp.asarray(rng.normal(size=(T * 4 * 4 * 3, K)).astype(np.float32))}
     try:
-        res = pipeline.run(source, apply, {"gxi": grad_x_input}, variables=variables, length=T, batch_size=2,
+        res = pipeline.run(source, apply, {"gxi": grad_x_input}, variables=variables,
+                           sampling=pipeline.Sampling(length=T), batch_size=2,
                            out=args.out, progress=False, metrics=["spatial_pointing_game", "frame_share"])
     except (pipeline.PeerLost, pipeline.Terminated) as err:
         print(f"stopped: {type(err).__name__}: {err}", flush=True)

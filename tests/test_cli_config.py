@@ -19,7 +19,8 @@ def calls(monkeypatch):
         return load(name)
 
     def fake_run(source, model, methods, **kwargs):
-        seen.update(methods=sorted(methods), **kwargs)
+        records = [kwargs.pop(name) for name in ("sampling", "output") if name in kwargs]
+        seen.update(methods=sorted(methods), **kwargs, **{k: v for r in records for k, v in vars(r).items()})
         return types.SimpleNamespace(markdown="| a summary |", computed=0)
 
     monkeypatch.setattr(checkpoints, "load", recording_load)

@@ -171,3 +171,30 @@ def test_explicit_kwargs_override_preset(real_frames):
 def test_validation(shape, kw, err, match):
     with pytest.raises(err, match=match):
         io.preprocess(np.zeros(shape, np.uint8), **kw)
+
+
+@pytest.mark.parametrize("spec", [None, "c3d", "i3d", "li2021", {"resize": "short_side", "short_side": 40,
+                                                                 "size": (32, 32), "crop": "center"}])
+@pytest.mark.parametrize("hw", [(60, 90), (240, 320), (300, 200)])
+def test_input_geometry_is_the_crop_preprocess_makes(spec, hw):
+    from jaxvx.io import input_geometry, preprocess_options
+
+    h, w = hw
+    frames = np.zeros((1, h, w, 3), np.uint8)
+    geo = input_geometry(h, w, spec)
+    assert io.preprocess(frames, **preprocess_options(spec)).shape[1:3] == (geo.ch, geo.cw)
+    assert geo.identity == (spec is None)
+    assert geo.top == (geo.rh - geo.ch) // 2 and geo.left == (geo.rw - geo.cw) // 2
+
+
+def test_input_geometry_errors_name_the_argument():
+    from jaxvx.io import input_geometry
+
+    with pytest.raises(ValueError, match="height must be an int >= 1, got 0"):
+        input_geometry(0, 10)
+    with pytest.raises(ValueError, match=r"unknown keywords \['sise'\]"):
+        input_geometry(10, 10, {"sise": 4})
+    with pytest.raises(ValueError, match="crop size"):
+        input_geometry(10, 10, {"size": 32, "resize": "none"})
+    with pytest.raises(TypeError, match="preprocess must be None, a preset name or a dict"):
+        input_geometry(10, 10, 3)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxvx import lrp
-from jaxvx.lrp._pool import wta_backward
+from jaxvx._max_pool import wta_backward
 from jaxvx.models import AvgPool3D, MaxPool3D, ReLU, Sum
 
 RNG = np.random.default_rng(0)

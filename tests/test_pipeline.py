@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxvx import pipeline
+from jaxvx.pipeline import MetricOptions, OutputOptions, Sampling
 from jaxvx.data import synthetic
 from jaxvx.metrics import (keyframe_correlation, keyframes, motion_precision, selectivity, spatial_pointing_game,
                            temporal_pointing_game)
@@ -21,9 +22,9 @@ from jaxvx.transforms import selective, sum_channels
 T, S, K = 8, 24, 10
 
 
-def prun(*args, **kwargs):
+def prun(*args, sampling=None, **kwargs):
     """pipeline.run with snippets of the clips' length."""
-    return pipeline.run(*args, length=T, **kwargs)
+    return pipeline.run(*args, sampling=sampling or Sampling(length=T), **kwargs)
 
 
 def make_source(num_clips=7):
@@ -60,7 +61,7 @@ def run_reference_config(out, **kwargs):
     """The run the sharding test repeats on 4 devices (imported by the subprocess)."""
     return prun(make_source(), apply, {"grad": input_gradient}, variables=make_variables(),
                 transforms=[sum_channels(), selective(1.0, padding="edge")], batch_size=4, out=out,
-                progress=False, save_maps=True, **kwargs)
+                progress=False, output=OutputOptions(save_maps=True), **kwargs)
 
 
 def _ok_rows(res):
@@ -77,7 +78,7 @@ def test_rows_match_direct_computation(tmp_path):
         return input_gradient(forward, video, target)
 
     res = prun(source, apply, {"grad": counting_gradient}, variables=variables, batch_size=3, out=tmp_path,
-               progress=False, save_maps=True)
+               progress=False, output=OutputOptions(save_maps=True))
     rows = _ok_rows(res)
     assert [r["clip"] for r in rows] == list(range(7))  # 3 + 3 + 1 (padded) clips
     assert traces == [(3, T, S, S, 3)]  # one compiled step for the three batches
@@ -139,7 +140,7 @@ def test_keyframe_correlation_metric_against_direct_computation():
     source, variables = make_source(6), make_variables()
 
     res = prun(source, apply, {"gxi": gradient_x_input}, variables=variables, metrics=["keyframe_correlation"],
-               batch_size=3, progress=False, keyframe_options={"threshold": 0.2})
+               batch_size=3, progress=False, metric_options=MetricOptions(keyframe_options={"threshold": 0.2}))
     batch = source.batch(range(6))
     video = jnp.asarray(batch["video"].astype(np.float32) / 255.0)
     maps = gradient_x_input(lambda x: apply(variables, x), video, jnp.asarray(batch["label"]))
@@ -225,7 +226,7 @@ def test_resume_after_crash(tmp_path):
             b["methods"]["grad"]["spatial_pointing_game"], nan_ok=True)
     # summary=False leaves the summary out (and its files alone); the rows are all there
     (tmp_path / "summary.md").unlink()
-    quiet = prun(source, apply, {"grad": input_gradient}, summary=False, **kwargs)
+    quiet = prun(source, apply, {"grad": input_gradient}, output=OutputOptions(summary=False), **kwargs)
     assert quiet.summary == [] and quiet.markdown == "" and not (tmp_path / "summary.md").exists()
     assert [r["clip"] for r in _ok_rows(quiet)] == list(range(7))
     # nothing left to do: a third call computes nothing; other settings refuse to resume
@@ -283,7 +284,7 @@ class _Broken:
 def test_bad_input_stops_naming_the_clip_and_keeps_rows(tmp_path, how, message):
     source = _Broken(make_source(5), 3, how)
     with pytest.raises(ValueError, match=message):
-        prun(source, apply, {"grad": input_gradient}, variables=make_variables(), batch_size=2, pad="error",
+        prun(source, apply, {"grad": input_gradient}, variables=make_variables(), batch_size=2, sampling=Sampling(length=T, pad="error"),
              out=tmp_path, progress=False)
     rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()[1:]]
     assert sorted(r["clip"] for r in rows) == [0, 1, 2]  # clip 2 was pending: computed and written before the error
@@ -316,10 +317,10 @@ def test_folder_source_skips_undecodable_files(tmp_path):
 
 
 def test_ground_truth_follows_resize_and_crop():
-    from jaxvx.pipeline import _geometry
+    from jaxvx.io import input_geometry
 
     src = synthetic("test", num_clips=8, num_frames=4, height=60, width=90, flow=False)
-    geo = _geometry(60, 90, {"resize": "short_side", "short_side": 40, "size": (32, 32), "crop": "center"})
+    geo = input_geometry(60, 90, {"resize": "short_side", "short_side": 40, "size": (32, 32), "crop": "center"})
     assert (geo.rh, geo.rw, geo.ch, geo.cw) == (40, 60, 32, 32)
     checked = 0
     for i in range(8):
@@ -374,7 +375,8 @@ def test_a_folder_source_decodes_only_the_frames_the_sampling_takes(tmp_path, mo
         return read(path, **kwargs)
 
     monkeypatch.setattr(_folder, "read_video", counting)
-    kwargs = dict(variables=make_variables(), offset=3, metrics=["frame_share"], progress=False)
+    kwargs = dict(variables=make_variables(), sampling=Sampling(length=T, offset=3), metrics=["frame_share"],
+                  progress=False)
     lazy = prun(source, apply, {"grad": gradient_x_input}, **kwargs)
     assert asked == [3 + T, 3 + T]
     monkeypatch.setattr(_folder, "read_video", read)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from jaxvx import pipeline
-from jaxvx._pipeline_results import ResultsFile
+from jaxvx.pipeline import OutputOptions, Sampling
+from jaxvx.pipeline._results import ResultsFile
 from jaxvx._provenance import tree_sha256
 from jaxvx.data import synthetic
 
@@ -41,8 +42,8 @@ def grad_x_input(forward, video, target=None, *, key=None):
 def run(out, *, variables=None, method=grad_x_input, **kwargs):
     kwargs.setdefault("metrics", ["frame_share"])
     return pipeline.run(source(kwargs.pop("num_clips", 4)), apply, {"m": method},
-                        variables=weights() if variables is None else variables, length=T, batch_size=2, out=out,
-                        progress=False, **kwargs)
+                        variables=weights() if variables is None else variables, sampling=Sampling(length=T),
+                        batch_size=2, out=out, progress=False, **kwargs)
 
 
 def lines(path):
@@ -51,7 +52,7 @@ def lines(path):
 
 # ---------------------------------------------------------------------------------------------------- provenance
 def test_header_records_what_makes_rows_comparable(tmp_path):
-    run(tmp_path, provenance={"checkpoint": "tiny", "checkpoint_sha256": "ab" * 32})
+    run(tmp_path, output=OutputOptions(provenance={"checkpoint": "tiny", "checkpoint_sha256": "ab" * 32}))
     header = lines(tmp_path / "results.jsonl")[0]["header"]
     assert header["model"]["variables_sha256"] == tree_sha256(weights())
     assert header["methods"]["m"]["function"].endswith("grad_x_input")
@@ -67,7 +68,7 @@ def test_resume_with_another_model_or_setting_stops_and_names_the_difference(tmp
     with pytest.raises(ValueError, match=r"cannot resume .*model: the file has .*variables_sha256"):
         run(tmp_path, variables=weights(seed=1))
     with pytest.raises(ValueError, match=r"provenance: the file has \{\}"):
-        run(tmp_path, provenance={"checkpoint": "other"})
+        run(tmp_path, output=OutputOptions(provenance={"checkpoint": "other"}))
     with pytest.raises(ValueError, match="seed: the file has 0, this run 1"):
         run(tmp_path, seed=1)
     with pytest.raises(ValueError, match="source: the file has"):
@@ -94,7 +95,7 @@ def test_method_settings_are_part_of_the_header(tmp_path):
 # ---------------------------------------------------------------------------------------------------- the lock
 _HOLD = textwrap.dedent("""
     import sys, time
-    from jaxvx._pipeline_results import ResultsFile
+    from jaxvx.pipeline._results import ResultsFile
     f = ResultsFile(sys.argv[1], {"holder": 1}, resume=True)
     print("locked", flush=True)
     time.sleep(60)
@@ -167,7 +168,7 @@ def test_nan_or_overflowing_weights_stop_the_run_and_name_the_checkpoint(tmp_pat
     w = weights()
     w = {"w": w["w"].at[0, 0].set(jnp.nan)} if bad == "nan" else weights(scale=1e37)
     with pytest.raises(ValueError, match=r"clip 0: the logits of broken-ckpt hold NaN or inf"):
-        run(tmp_path, variables=w, provenance={"checkpoint": "broken-ckpt"})
+        run(tmp_path, variables=w, output=OutputOptions(provenance={"checkpoint": "broken-ckpt"}))
     assert lines(tmp_path / "results.jsonl")[1:] == []  # no row, no metric
 
 
@@ -190,7 +191,8 @@ def test_a_negative_label_on_the_first_record_is_an_error_not_no_labels(tmp_path
     records = [dict(r) for r in source(2)]
     records[0]["label"] = -1
     with pytest.raises(ValueError, match=r"clip 0: label -1 is negative"):
-        pipeline.run(records, apply, {"m": grad_x_input}, variables=weights(), length=T, progress=False)
+        pipeline.run(records, apply, {"m": grad_x_input}, variables=weights(), sampling=Sampling(length=T),
+                     progress=False)
 
 
 def test_sha_of_variables_is_independent_of_the_process():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from jaxvx import pipeline, viz
-from jaxvx._pipeline_results import jsonable
+from jaxvx.pipeline import OutputOptions, Sampling
+from jaxvx._json import jsonable
 from jaxvx.data import synthetic
 from test_pipeline import T, Counting, apply, folder_with_a_broken_file, gradient_x_input, make_variables
 
@@ -21,8 +22,9 @@ def long_source(num_clips=4):
 
 def sweep(source, **kwargs):
     kwargs.setdefault("progress", False)
-    return pipeline.sweep(source, apply, {"gxi": gradient_x_input}, variables=make_variables(), length=T,
-                          batch_size=2, **kwargs)
+    kwargs.setdefault("sampling", Sampling(length=T))
+    return pipeline.sweep(source, apply, {"gxi": gradient_x_input}, variables=make_variables(), batch_size=2,
+                          **kwargs)
 
 
 def _strict(text):
@@ -40,8 +42,8 @@ def test_sweep_is_one_run_per_setting_and_resumes(tmp_path):
     assert all(r.computed == 4 for r in sw.runs.values())
     assert list(sw.runs) == [(s, o) for s in ["1/2", "1", "2"] for o in OFFSETS]
     for (step, offset), results in sw.runs.items():
-        direct = pipeline.run(source, apply, {"gxi": gradient_x_input}, variables=make_variables(), length=T,
-                              batch_size=2, progress=False, step=step, offset=offset)
+        direct = pipeline.run(source, apply, {"gxi": gradient_x_input}, variables=make_variables(), batch_size=2,
+                              progress=False, sampling=Sampling(length=T, step=step, offset=offset))
         assert results.summary == direct.summary
         assert (tmp_path / f"step-{step.replace('/', '_')}-offset-{offset}" / "results.jsonl").exists()
         rows = [r for r in sw.table if (r["step"], r["offset"]) == (step, offset)]
@@ -86,9 +88,9 @@ def test_sweep_arguments():
     with pytest.raises(ValueError, match="step must be > 0"):
         sweep(source, steps=[0])
     with pytest.raises(TypeError, match=r"sweep sets \['step'\] itself"):
-        sweep(source, step=2)
+        sweep(source, sampling=Sampling(length=T, step=2))
     with pytest.raises(TypeError, match=r"sweep sets \['summary'\] itself"):
-        sweep(source, summary=False)
+        sweep(source, output=OutputOptions(summary=False))
 
 
 def test_plot_sweep_draws_a_panel_per_varied_axis():

@@ -19,6 +19,8 @@ from _nets import init
 import jaxvx
 from jaxvx import checkpoints, models
 from jaxvx import train as T
+from jaxvx.train._data import batch_indices
+from jaxvx.train._state import init_from_checkpoint
 
 TINY = T.Recipe(
     name="tiny", model="lstm", model_kwargs=dict(frontend="small", width=0.25, hidden=8), variant="walk_run",
@@ -92,10 +94,10 @@ def test_normalisation_matches_io_preprocess():
 
 
 def test_batch_indices_are_distinct_and_reproducible():
-    a = T._batch_indices(3, 17, 50, 10)
+    a = batch_indices(3, 17, 50, 10)
     assert len(set(a.tolist())) == 10 and a.min() >= 0 and a.max() < 50
-    assert np.array_equal(a, T._batch_indices(3, 17, 50, 10))
-    assert not np.array_equal(a, T._batch_indices(3, 18, 50, 10))
+    assert np.array_equal(a, batch_indices(3, 17, 50, 10))
+    assert not np.array_equal(a, batch_indices(3, 18, 50, 10))
 
 
 # ------------------------------------------------------------------------------------------------- train step
@@ -215,17 +217,17 @@ def test_init_from_copies_the_named_submodules_and_checks_shapes(tmp_path):
         init_from=str(source), init_modules=("cnn",)).validate()
     model = models.create(recipe.model, 2, **recipe.model_kwargs)
     fresh = init(model, jnp.zeros((1, 8, 16, 16, 3)))["params"]
-    got, sha = T._init_from_checkpoint(fresh, recipe)
+    got, sha = init_from_checkpoint(fresh, recipe)
     _, src, _ = checkpoints.load(source)
     assert _same(got["cnn"], src["params"]["cnn"])  # copied ...
     assert sha == checkpoints.load_card(source)["sha256"]
     assert _same(got["lstm"], fresh["lstm"]) and _same(got["classifier"], fresh["classifier"])  # ... and only it
     with pytest.raises(ValueError, match="init_modules names 'head'"):
-        T._init_from_checkpoint(fresh, dataclasses.replace(recipe, init_modules=("head",)))
+        init_from_checkpoint(fresh, dataclasses.replace(recipe, init_modules=("head",)))
     wide = models.create(recipe.model, 2, backbone="small", width=0.5, hidden=8)
     wide_params = init(wide, jnp.zeros((1, 8, 16, 16, 3)))["params"]
     with pytest.raises(ValueError, match=r"cnn\['conv1'\]\['bias'\] has shape \(8,\).*has \(4,\)"):
-        T._init_from_checkpoint(wide_params, recipe)
+        init_from_checkpoint(wide_params, recipe)
     with pytest.raises(ValueError, match="come together"):
         dataclasses.replace(recipe, init_modules=()).validate()
     # a run from the recipe starts from the copy: zero steps of learning rate leave it unchanged

@@ -191,7 +191,7 @@ def test_folder_records_every_unreadable_entry_with_its_reason(tmp_path, monkeyp
         assert sorted(relative) == sorted([*expect, "Class/good.avi"])
         assert vids.class_names == ("Class", "Locked")  # the unlistable folder is still a class
         assert vids.labels[relative.index("TopLoop")] == -1
-        from jaxvx.pipeline import _iterate  # what jaxvx run records as "skipped"
+        from jaxvx.pipeline._clips import iterate as _iterate  # what jaxvx run records as "skipped"
 
         got = {}
         worker = threading.Thread(target=lambda: got.update(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from jaxvx._pipeline_sweep import SWEEP_METRICS, Sweep
+from jaxvx.pipeline import SWEEP_METRICS, Sweep
 from jaxvx.viz import (explanation_figure, explanation_sheet, frame_share_figure, heatmap, overlay,
                        plot_frame_share, plot_sweep, render, save_figure, sweep_figure)
 
@@ -125,7 +125,7 @@ def test_explanation_sheet_layout_follows_cell_and_columns():
 
 def _sweep(steps=(0.25, 1.0, 4.0), offsets=(0,)) -> Sweep:
     """A sweep table as :func:`jaxvx.pipeline.sweep` gathers it: accuracy, B and L per setting."""
-    from jaxvx._pipeline_sweep import step_label
+    from jaxvx.pipeline import step_label
 
     table = []
     for i, (step, offset) in enumerate((s, o) for s in steps for o in offsets):

@@ -128,6 +128,51 @@ def _resized_shape(h: int, w: int, resize: str, short_side, resize_to, size) -> 
     return max(1, (2 * h * s + w) // (2 * w)), s
 
 
+def _resolve(given: dict, preset: str | None) -> dict:
+    """Every keyword of :func:`preprocess`: those ``given``, else the preset's, else the defaults."""
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
+        base = {**_DEFAULTS, **PRESETS[preset]}
+    else:
+        base = dict(_DEFAULTS)
+    return {**base, **given}
+
+
+def _layout(h: int, w: int, opts: dict, *, short_side_given: bool) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """``((resized height, width), (top, left, crop height, crop width))`` of an ``h x w`` frame under the resolved
+    options ``opts``, or the ValueError that names the option that does not fit."""
+    rmode, cmode = opts["resize"], opts["crop"]
+    if rmode not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {rmode!r}")
+    if cmode not in CROP_MODES:
+        raise ValueError(f"crop must be one of {CROP_MODES}, got {cmode!r}")
+    out_size = _hw("size", opts["size"], allow_none=(cmode == "none"))
+    rto = _hw("resize_to", opts["resize_to"], allow_none=True)
+    short_side = opts["short_side"]
+    if rmode == "direct" and short_side_given and not isinstance(short_side, numbers.Integral):
+        raise ValueError(
+            f"short_side={short_side!r} is only for resize='short_side' (an int); to resize to a fixed "
+            "(height, width) pass resize='direct', resize_to=(height, width)"
+        )
+    if rmode == "direct" and rto is None and out_size is None:
+        raise ValueError("resize='direct' needs resize_to=(height, width) (or size) to know the target")
+    rh, rw = _resized_shape(h, w, rmode, short_side, rto, out_size)
+    if cmode == "center":
+        ch, cw = out_size
+        if ch > rh or cw > rw:
+            raise ValueError(
+                f"crop size {out_size} is larger than the resized frame {(rh, rw)} (input {(h, w)}, resize={rmode!r})"
+            )
+        return (rh, rw), ((rh - ch) // 2, (rw - cw) // 2, ch, cw)
+    if out_size is not None and out_size != (rh, rw):
+        raise ValueError(
+            f"crop='none' needs the resized frame to be size={out_size}, but it is {(rh, rw)} (input {(h, w)}, "
+            f"resize={rmode!r}); use crop='center' or resize='direct', resize_to={out_size}"
+        )
+    return (rh, rw), (0, 0, rh, rw)
+
+
 def preprocess(
     frames,
     *,
@@ -200,13 +245,7 @@ def preprocess(
         "mean": mean,
         "std": std,
     }
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
-        base = {**_DEFAULTS, **PRESETS[preset]}
-    else:
-        base = dict(_DEFAULTS)
-    opts = {k: (base[k] if v is _UNSET else v) for k, v in given.items()}
+    opts = _resolve({k: v for k, v in given.items() if v is not _UNSET}, preset)
 
     if not isinstance(frames, jax.Array):
         frames = np.asarray(frames)
@@ -220,40 +259,11 @@ def preprocess(
     if not (jnp.issubdtype(frames.dtype, jnp.integer) or jnp.issubdtype(frames.dtype, jnp.floating)):
         raise TypeError(f"frames must be uint8 or float in [0, 255], got dtype {frames.dtype}")
 
-    rmode, cmode = opts["resize"], opts["crop"]
-    if rmode not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {rmode!r}")
-    if cmode not in CROP_MODES:
-        raise ValueError(f"crop must be one of {CROP_MODES}, got {cmode!r}")
-    out_size = _hw("size", opts["size"], allow_none=(cmode == "none"))
-    rto = _hw("resize_to", opts["resize_to"], allow_none=True)
-    if rmode == "direct" and short_side is not _UNSET and not isinstance(short_side, numbers.Integral):
-        raise ValueError(
-            f"short_side={short_side!r} is only for resize='short_side' (an int); to resize to a fixed "
-            "(height, width) pass resize='direct', resize_to=(height, width)"
-        )
-    if rmode == "direct" and rto is None and out_size is None:
-        raise ValueError("resize='direct' needs resize_to=(height, width) (or size) to know the target")
-    rh, rw = _resized_shape(h, w, rmode, opts["short_side"], rto, out_size)
+    (rh, rw), box = _layout(h, w, opts, short_side_given=short_side is not _UNSET)
     mean_arr = _per_channel("mean", opts["mean"], c)
     std_arr = _per_channel("std", opts["std"], c)
     if np.any(std_arr == 0):
         raise ValueError(f"std must be non-zero for every channel, got {opts['std']!r}")
-
-    if cmode == "center":
-        ch, cw = out_size
-        if ch > rh or cw > rw:
-            raise ValueError(
-                f"crop size {out_size} is larger than the resized frame {(rh, rw)} (input {(h, w)}, resize={rmode!r})"
-            )
-        box = ((rh - ch) // 2, (rw - cw) // 2, ch, cw)
-    else:
-        if out_size is not None and out_size != (rh, rw):
-            raise ValueError(
-                f"crop='none' needs the resized frame to be size={out_size}, but it is {(rh, rw)} (input {(h, w)}, "
-                f"resize={rmode!r}); use crop='center' or resize='direct', resize_to={out_size}"
-            )
-        box = (0, 0, rh, rw)
 
     # (x / 255 - mean) / std == x * a + b with a = 1 / (255 std), b = -mean / std (folded in float64)
     scale = np.asarray(1.0 / (255.0 * std_arr), dtype=np.float32)

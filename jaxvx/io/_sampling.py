@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxvx._checks import is_int
 
-__all__ = ["snippet_indices", "snippet_span", "segment_indices", "PAD_MODES", "SEGMENT_POSITIONS"]
+__all__ = ["snippet_indices", "snippet_span", "segment_indices", "step_fraction", "PAD_MODES", "SEGMENT_POSITIONS"]
 
 PAD_MODES = ("loop", "edge", "error")
 SEGMENT_POSITIONS = ("center", "start", "random")
@@ -29,8 +29,9 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _as_fraction(step) -> Fraction:
-    """Parse a positive rational step: int, float (limit_denominator(10**6)), str such as "1/16", or Fraction."""
+def step_fraction(step) -> Fraction:
+    """The exact rational a snippet step is sampled with: an int, a float (``limit_denominator(10**6)``), a string
+    such as ``"1/16"`` or a Fraction; a TypeError or ValueError naming ``step`` for anything else or a step <= 0."""
     kinds = "a positive int, float, str such as '1/16', or fractions.Fraction"
     if isinstance(step, bool):
         raise TypeError(f"step must be {kinds}, got {step!r}")
@@ -101,7 +102,7 @@ def snippet_indices(num_frames: int, length: int = 16, step=1, offset: int = 0, 
     offset = int(offset)
     if not 0 <= offset < num_frames:
         raise ValueError(f"offset must satisfy 0 <= offset < num_frames={num_frames}, got {offset}")
-    frac = _as_fraction(step)
+    frac = step_fraction(step)
     if pad not in PAD_MODES:
         raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
     p, q = frac.numerator, frac.denominator
@@ -135,7 +136,7 @@ def snippet_span(length: int = 16, step=1, offset: int = 0) -> int:
     """
     length = _check_int("length", length, 1)
     offset = _check_int("offset", offset, 0)
-    frac = _as_fraction(step)
+    frac = step_fraction(step)
     return offset + ((length - 1) * frac.numerator) // frac.denominator + 1
 
 

@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxvx import _program as P
+from jaxvx._max_pool import fast_max_pool
+from jaxvx._target import resolve_target
 from jaxvx.lrp import _rules as R
 from jaxvx.lrp._composites import Composite
-from jaxvx.lrp._pool import fast_max_pool
 
 __all__ = ["attach", "handler_for", "seed", "relevance", "SEEDS", "canonize"]
 
@@ -138,8 +139,6 @@ def seed(logits, target, kind: str = "logit"):
 
 def relevance(forward: Callable, video, target, composite: Composite, *, seed_kind: str = "logit"):
     """``(relevance [like video], logits, target)`` of ``composite`` for ``target`` (None: the predicted class)."""
-    from jaxvx.methods._common import resolve_target
-
     logits, pullback = jax.vjp(attach(forward, composite), video)
     target = resolve_target(logits, target)
     (rel,) = pullback(seed(logits, target, seed_kind))

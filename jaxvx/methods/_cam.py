@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvx import _program as P
-from jaxvx.lrp._pool import fast_pools
+from jaxvx._max_pool import fast_pools
 from jaxvx.methods._common import check_video, guarded, resolve_target
 from jaxvx.methods._gradient import guided_backprop
 

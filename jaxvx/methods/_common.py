@@ -36,8 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvx._checks import is_int
+from jaxvx._checks import is_int, is_traced
 from jaxvx._maps import check_map
+from jaxvx._target import check_target_range, resolve_target
 
 __all__ = ["Method", "check_batch_size", "check_video", "details", "guarded", "is_traced", "points_per_pass",
            "resolve_target", "select", "with_details"]
@@ -57,38 +58,6 @@ def check_video(video, *, name: str = "video", rank: int = 5) -> jax.Array:
     if not jnp.issubdtype(video.dtype, jnp.floating):
         raise ValueError(f"{name} must be floating point (preprocessed), got {video.dtype}")
     return video
-
-
-def resolve_target(logits: jax.Array, target, *, check_range: bool = True) -> jax.Array:
-    """int32 ``[B]`` target classes: ``target`` itself (checked against ``logits`` ``[B, K]``: its shape, and when it
-    is concrete its range ``[0, K)`` unless ``check_range=False``), or the argmax."""
-    if target is None:
-        return jnp.argmax(jax.lax.stop_gradient(logits), axis=-1).astype(jnp.int32)
-    target = target if is_traced(target) else np.asarray(target)
-    if not jnp.issubdtype(target.dtype, jnp.integer):
-        raise ValueError(f"target must be an int array [B], got dtype {target.dtype}")
-    if check_range:
-        check_target_range(target, logits.shape[-1])
-    if target.ndim == 0:
-        target = jnp.broadcast_to(target, logits.shape[:1])
-    if target.shape != logits.shape[:1]:
-        raise ValueError(f"target must have shape [B] = {tuple(logits.shape[:1])}, got {tuple(target.shape)}")
-    return jnp.asarray(target, jnp.int32)
-
-
-def is_traced(*trees) -> bool:
-    """Whether any leaf of ``trees`` is a tracer (the caller runs under ``jit``, ``vmap`` or ``grad``)."""
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(trees))
-
-
-def check_target_range(target, num_classes: int) -> None:
-    """A ValueError if a concrete ``target`` holds a class outside ``[0, num_classes)``; a traced one passes."""
-    if target is None or is_traced(target):
-        return
-    t = np.asarray(target)
-    if np.any((t < 0) | (t >= num_classes)):
-        raise ValueError(f"target must hold classes in [0, {num_classes}) (the model's {num_classes} outputs), got "
-                         f"{t.tolist()}")
 
 
 def _check_input(video) -> None:

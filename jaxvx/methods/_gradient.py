@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxvx import _program as P
 from jaxvx._checks import check_int
-from jaxvx.lrp._pool import fast_pools
+from jaxvx._max_pool import fast_pools
 from jaxvx.methods._common import check_batch_size, check_video, guarded, points_per_pass, resolve_target
 
 __all__ = [
@@ -31,7 +31,7 @@ IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle"
 def fast_forward(forward: Callable) -> Callable:
     """``forward`` with the same outputs and gradients, read as a traced program (:mod:`jaxvx._program`): its
     convolutions computed by :func:`jaxvx.models.conv_general_dilated` (oneDNN on the CPU), max pooling's backward
-    without XLA's slow ``select_and_scatter`` where windows do not overlap (:mod:`jaxvx.lrp._pool`)."""
+    without XLA's slow ``select_and_scatter`` where windows do not overlap (:mod:`jaxvx._max_pool`)."""
 
     def f(video):
         program = P.trace(forward, video)

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 
 from jaxvx import checkpoints, viz
-from jaxvx._pipeline_sweep import Sweep
+from jaxvx.pipeline import Sweep
 from jaxvx.cli import main as jaxvx
 
 EXPLAIN = ["explain", "--checkpoint", "c3d-small", "--method", "deep_taylor", "--selective", "4", "--index", "2"]

@@ -18,18 +18,10 @@ import jax.numpy as jnp
 
 from jaxvx import metrics as M
 from jaxvx._maps import channel_sum
+from jaxvx.pipeline._options import MetricOptions
 from jaxvx.transforms import frame_share
 
-__all__ = ["BUILTIN", "Metric", "resolve_metrics", "MetricOptions"]
-
-
-@dataclasses.dataclass(frozen=True)
-class MetricOptions:
-    tolerance: float = 7.0
-    pointing_shape: str = "disk"
-    flow_threshold: float = 0.5
-    perturbation_steps: int | None = None
-    perturbation_baseline: float = 0.0
+__all__ = ["BUILTIN", "Metric", "resolve_metrics"]
 
 
 @dataclasses.dataclass(frozen=True)

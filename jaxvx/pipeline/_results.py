@@ -7,34 +7,18 @@ import math
 import os
 import socket
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from jaxvx._json import jsonable
 from jaxvx.metrics import bootstrap_ci, pointing_accuracy
 from jaxvx.transforms import fit_border_lookahead
 
-__all__ = ["ResultsFile", "ResultsLocked", "differences", "read_results", "read_rows", "summarize", "markdown_table", "jsonable"]
+__all__ = ["ResultsFile", "ResultsLocked", "differences", "read_results", "read_rows", "summarize", "markdown_table"]
 
 FORMAT = "jaxvx-pipeline/1"
-
-
-def jsonable(value: Any) -> Any:
-    """NumPy / JAX values as plain JSON values; NaN and inf become ``None`` (strict JSON has no NaN)."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "__array__") or isinstance(value, np.generic):
-        arr = np.asarray(value)
-        if arr.ndim:
-            return [jsonable(v) for v in arr.tolist()]
-        value = arr.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class ResultsLocked(RuntimeError):
@@ -308,7 +292,7 @@ def summarize(rows: list[dict], methods: list[str], *, num_classes: int | None =
     return table
 
 
-def _fmt(x) -> str:
+def format_number(x) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     ax = abs(x)
@@ -323,8 +307,8 @@ def markdown_table(table: list[dict], *, confidence: float = 0.95, skipped: int 
     lines = [f"| method | metric | mean | {level} | clips | note |", "|---|---|---:|---|---:|---|"]
     for row in table:
         ci = "-" if not (row["low"] is not None and math.isfinite(row["low"])) else \
-            f"[{_fmt(row['low'])}, {_fmt(row['high'])}]"
-        lines.append(f"| {row['method']} | {row['metric']} | {_fmt(row['mean'])} | {ci} | {row['n']} | "
+            f"[{format_number(row['low'])}, {format_number(row['high'])}]"
+        lines.append(f"| {row['method']} | {row['metric']} | {format_number(row['mean'])} | {ci} | {row['n']} | "
                      f"{row['note']} |")
     if skipped:
         lines.append("")

@@ -1,4 +1,5 @@
-"""Winner-takes-all max-pool backward without ``select_and_scatter``.
+"""Winner-takes-all max-pool backward without ``select_and_scatter``, for every method that differentiates a
+max pooling (gradients, CAMs, LRP's ``wta`` rule).
 
 XLA's CPU backend compiles the max-pool gradient (``select_and_scatter``) slowly and runs it slowly, many times the
 pooling itself (docs/performance.md). For the common non-overlapping pools (stride = window) the same routing is a
@@ -84,7 +85,7 @@ def _wta_overlapping(x, g, window, strides, pads):
 
 
 def fast_max_pool(call):
-    """A max-pooling node's output with the winner-takes-all backward of :func:`jaxvx.lrp._pool.wta_backward`
+    """A max-pooling node's output with the winner-takes-all backward of :func:`wta_backward`
     (the ordinary gradient, without XLA's slow ``select_and_scatter`` where windows do not overlap); None where
     the pooling is not a channels-last ``[B, *spatial, C]`` window pooling."""
     e = call._program.eqns[call.node.eqns[0]]

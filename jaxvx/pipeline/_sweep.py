@@ -22,21 +22,24 @@ import numpy as np
 
 from jaxvx._checks import check_int, is_int
 from jaxvx._errors import VideoError
-from jaxvx._pipeline_results import _fmt, jsonable
-from jaxvx.io._sampling import _as_fraction
+from jaxvx._json import jsonable
+from jaxvx.io import step_fraction
+from jaxvx.pipeline._clips import is_indexable
+from jaxvx.pipeline._options import OutputOptions, Sampling, check_record
+from jaxvx.pipeline._progress import progress_bar
+from jaxvx.pipeline._results import format_number
+from jaxvx.pipeline._run import run
 
 __all__ = ["sweep", "Sweep", "SWEEP_FILE", "step_label"]
 
 SWEEP_FILE = "sweep.md"
 #: The summary rows a sweep gathers per method (besides the model's accuracy), in the sweep table's column order.
 SWEEP_METRICS = ("border B (frame share)", "lookahead L (frame share)")
-#: ``run`` keywords a sweep sets itself.
-_OWN = ("step", "offset", "out", "resume", "summary")
 
 
 def step_label(step) -> str:
     """A step as the exact rational it is sampled with: ``"1/16"``, ``"2"`` (``Fraction`` spelling)."""
-    return str(_as_fraction(step))
+    return str(step_fraction(step))
 
 
 def _folder(step: str, offset: int) -> str:
@@ -135,15 +138,18 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
         chunk: clips kept in memory at once and run through every setting (rounded up to a multiple of
             ``batch_size``). Default 32.
         **run_kwargs: any other keyword of :func:`jaxvx.pipeline.run` (``variables``, ``transforms``, ``metrics``,
-            ``batch_size``, ``length``, ``pad``, ``preprocess``, ``limit``, ``progress``, ...), the same for every
-            setting. The progress bar counts clips times settings (one bar per setting without ``out``).
+            ``batch_size``, ``preprocess``, ``limit``, ``progress``, ``sampling``, ``output``, ...), the same for
+            every setting; the sweep sets ``sampling.step`` and ``.offset`` (keep them at their defaults: the
+            :class:`Sampling` gives the ``length``, ``pad`` and ``mode``) and ``output.summary``. The progress bar
+            counts clips times settings (one bar per setting without ``out``).
 
     Returns:
         :class:`Sweep`; ``runs[setting].computed`` and ``.seconds`` add up the setting's share of every chunk.
     """
-    from jaxvx.pipeline import _is_indexable, _progress, run
-
-    clash = sorted(set(run_kwargs) & set(_OWN))
+    sampling = check_record("sampling", run_kwargs.pop("sampling", Sampling()), Sampling)
+    output = check_record("output", run_kwargs.pop("output", OutputOptions()), OutputOptions)
+    clash = [name for name in ("step", "offset") if getattr(sampling, name) != getattr(Sampling(), name)]
+    clash += [] if output.summary else ["summary"]
     if clash:
         raise TypeError(f"sweep sets {clash} itself (its own arguments are steps=[...], offsets=[...], out= and "
                         "resume=)")
@@ -161,27 +167,30 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
     progress = run_kwargs.pop("progress", True)
     prefix = f"{progress}: " if isinstance(progress, str) else ""
     runs = {}
-    if out_dir is None or not _is_indexable(source):
+    if out_dir is None or not is_indexable(source):
         for step, offset in settings:
             where = None if out_dir is None else out_dir / _folder(step, offset)
-            runs[(step, offset)] = run(source, forward, method, step=step, offset=offset, out=where, resume=resume,
-                                       progress=progress and f"{prefix}step {step}, offset {offset}", **run_kwargs)
+            runs[(step, offset)] = run(source, forward, method, out=where, resume=resume,
+                                       progress=progress and f"{prefix}step {step}, offset {offset}",
+                                       sampling=dataclasses.replace(sampling, step=step, offset=offset),
+                                       output=output, **run_kwargs)
     else:
         limit = run_kwargs.pop("limit", None)
         n = len(source) if limit is None else min(len(source), check_int("limit", limit, 0))
         batch = run_kwargs.get("batch_size", 8)
         chunk = -(-chunk // batch) * batch if isinstance(batch, int) and batch > 0 else chunk
         window = _Window(source)
-        bar = _progress(n * len(settings), progress and f"{prefix}sweep, {len(settings)} settings")
+        bar = progress_bar(n * len(settings), progress and f"{prefix}sweep, {len(settings)} settings")
         totals = dict.fromkeys(settings, (0, 0.0))
         try:
             for lo in range(0, max(n, 1), chunk):
                 hi = min(n, lo + chunk)
                 window.keep(range(lo, hi))
                 for setting in settings:
-                    results = run(window, forward, method, step=setting[0], offset=setting[1],
-                                  out=out_dir / _folder(*setting), resume=resume or lo > 0, progress=False,
-                                  limit=hi, summary=hi >= n, **run_kwargs)
+                    results = run(window, forward, method, out=out_dir / _folder(*setting),
+                                  resume=resume or lo > 0, progress=False, limit=hi,
+                                  sampling=dataclasses.replace(sampling, step=setting[0], offset=setting[1]),
+                                  output=dataclasses.replace(output, summary=hi >= n), **run_kwargs)
                     computed, seconds = totals[setting]
                     totals[setting] = (computed + results.computed, seconds + results.seconds)
                     runs[setting] = results
@@ -193,7 +202,7 @@ def sweep(source, forward, method, *, steps: Sequence = (1,), offsets: Sequence[
     for (step, offset), results in runs.items():
         for row in results.summary:
             table.append({"step": step, "step_value": float(Fraction(step)), "offset": offset, **row})
-    md = _markdown(table, settings, confidence=run_kwargs.get("confidence", 0.95))
+    md = _markdown(table, settings, confidence=output.confidence)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / SWEEP_FILE).write_text(md, encoding="utf-8")
@@ -241,9 +250,9 @@ def _cell(row) -> str:
     """A summary row's mean with its interval, as the pipeline's summary table writes numbers; ``-`` for none."""
     if row is None:
         return "-"
-    text = _fmt(row["mean"])
+    text = format_number(row["mean"])
     if row["low"] is not None and math.isfinite(row["low"]):
-        text += f" [{_fmt(row['low'])}, {_fmt(row['high'])}]"
+        text += f" [{format_number(row['low'])}, {format_number(row['high'])}]"
     return text
 
 
