@@ -258,8 +258,33 @@ def steps_both_sides(out, clips, limit):
            ["frame_share"], clips=clips, records=[recs[i] for i in range(len(recs))])
 
 
+def hiley_sigma2(out, clips, limit):
+    """Selective relevance at 2 standard deviations (Hiley et al. found it unhelpful for Grad-CAM)."""
+    names = ["deep_taylor", "gradcam", "guided_backprop", "guided_gradcam", "random"]
+    go(out, "c3d-small", names, _flat(["motion_precision", "motion_precision_flow", "selectivity",
+                                        {"end_frames": end_frames}]),
+       clips=clips, limit=limit, transforms=[selective(2.0)])
+
+
+def li_cnnlstm(out, clips, limit):
+    """Li et al.'s CNN-LSTM column: contrastive excitation backprop (cEB-R), the gradient and a random map on
+    cnnlstm-small, action in 8 of 16 frames."""
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
+    go(out, "cnnlstm-small", ["random", "gradient", "contrastive_excitation_backprop"], metrics, clips=clips,
+       limit=limit, render={"action_frames": 8})
+
+
+def jaya_lstm(out, clips, limit):
+    """Input-cell attention against the plain LSTM: per-frame shares of the gradient and of frame masking on
+    walk_run clips with the action in 8 of 16 frames (results.md splits the clips by where the action lies)."""
+    for name in ("lstm-small", "lstm-ica-small"):
+        go(f"{out}/{name}", name, ["random", "gradient", "frame_masking"],
+           ["temporal_pointing_game", "frame_share"], clips=clips, limit=limit, render={"action_frames": 8})
+
+
 EXPERIMENTS = {f.__name__: f for f in (chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
-                                       dtd_proportional_steps, steps_both_sides)}
+                                       dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
+                                       jaya_lstm)}
 
 
 def main(argv=None):
