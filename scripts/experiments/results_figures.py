@@ -45,12 +45,30 @@ def _band(ax, s, label, **kw):
     ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
 
 
+def _anders_runs(base: Path, extra: Path, kind: str):
+    """(trained, untrained, proportional) sweep tables of ``kind`` ("steps" or "lookahead"), or None."""
+    trained = _rows(base / f"anders_{kind}" / "sweep.json")
+    untrained = _rows(extra / f"dtdu_{kind}" / "sweep.json") or []
+    prop = _rows(extra / "dtd_proportional_steps" / kind / "sweep.json") or []
+    return None if trained is None else (trained, untrained, prop)
+
+
+def _anders_curves(ax, runs, metric, key):
+    trained, untrained, prop = runs
+    for rows, method, label in ((trained, "deep_taylor", "DTD (WTA max pool)"),
+                                (prop, "deep_taylor_proportional", "DTD (proportional max pool)"),
+                                (trained, "sensitivity", "SA"),
+                                (untrained, "deep_taylor", "DTD-u (untrained)"),
+                                (prop, "random", "random map")):
+        _band(ax, _series(rows, method, metric, key), label)
+    ax.axhline(0, color="grey", lw=0.6)
+
+
 def anders_steps(base: Path, extra: Path, out: Path):
-    trained = _rows(base / "anders_steps" / "sweep.json")
-    if trained is None:
+    runs = _anders_runs(base, extra, "steps")
+    if runs is None:
         return None
-    untrained = _rows(extra / "dtdu_steps" / "sweep.json") or []
-    prop = _rows(extra / "dtd_proportional_steps" / "steps" / "sweep.json") or []
+    trained, untrained, _ = runs
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     _band(a, _series(trained, "(model)", "accuracy", "step_value"), "c3d-small")
     _band(a, _series(untrained, "(model)", "accuracy", "step_value"), "c3d-small-untrained")
@@ -58,13 +76,7 @@ def anders_steps(base: Path, extra: Path, out: Path):
     a.axvline(32, color="k", lw=0.6, ls="--")
     a.set(xscale="log", xlabel="snippet step (frames)", ylabel="accuracy", title="accuracy over the step")
     a.legend(fontsize=7)
-    for rows, method, label in ((trained, "deep_taylor", "DTD (WTA max pool)"),
-                                (prop, "deep_taylor_proportional", "DTD (proportional max pool)"),
-                                (trained, "sensitivity", "SA"),
-                                (untrained, "deep_taylor", "DTD-u (untrained)"),
-                                (prop, "random", "random map")):
-        _band(b, _series(rows, method, "border B (frame share)", "step_value"), label)
-    b.axhline(0, color="grey", lw=0.6)
+    _anders_curves(b, runs, "border B (frame share)", "step_value")
     b.axvline(32, color="k", lw=0.6, ls="--")
     b.set(xscale="log", xlabel="snippet step (frames); dashed: the training time scale", ylabel="border B",
           title="border effect B over the step (95 % CI)")
@@ -74,18 +86,11 @@ def anders_steps(base: Path, extra: Path, out: Path):
 
 
 def anders_lookahead(base: Path, extra: Path, out: Path):
-    trained = _rows(base / "anders_lookahead" / "sweep.json")
-    if trained is None:
+    runs = _anders_runs(base, extra, "lookahead")
+    if runs is None:
         return None
-    untrained = _rows(extra / "dtdu_lookahead" / "sweep.json") or []
-    prop = _rows(extra / "dtd_proportional_steps" / "lookahead" / "sweep.json") or []
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for rows, method, label in ((trained, "deep_taylor", "DTD"), (prop, "deep_taylor_proportional",
-                                                                    "DTD (proportional)"),
-                                (trained, "sensitivity", "SA"), (untrained, "deep_taylor", "DTD-u"),
-                                (prop, "random", "random map")):
-        _band(ax, _series(rows, method, "lookahead L (frame share)", "offset"), label)
-    ax.axhline(0, color="grey", lw=0.6)
+    _anders_curves(ax, runs, "lookahead L (frame share)", "offset")
     ax.set(xlabel="offset (frames; the 8-frame title card ends at 8)", ylabel="lookahead L",
            title="lookahead L over the offset (95 % CI)")
     ax.legend(fontsize=7)
@@ -248,7 +253,7 @@ def jaya(base: Path, extra: Path, out: Path):
         err = np.array([[v["mean"] - v["low"], v["high"] - v["mean"]] for _, v in cols]).T
         ax.bar(x, mean, yerr=err, capsize=3, color=["C0"] * 4 + ["C1"] * (len(cols) - 4))
         ax.axhline(0, color="grey", lw=0.6)
-        ax.set_xticks(x, [c for c, _ in cols], fontsize=7)
+        ax.set_xticks(x, [c for c, _ in cols], fontsize=6, rotation=25)
         ax.set_title(f"lstm-ica-small, walk_run: {title} (95 % CI)", fontsize=9)
     fig.tight_layout()
     return _save(fig, out / "jayawardhana.png")
