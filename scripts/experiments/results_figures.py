@@ -172,15 +172,16 @@ def li(extra: Path, out: Path):
     methods = [("random", base), ("gradient", base), ("gradcam", base), ("excitation_backprop", base),
                ("saliency_tubes", base), ("ep3d", masks), ("step", masks)]
     methods = [(m, r) for m, r in methods if _get(r, m, "spatial_pointing_game")]
-    metrics = [("spatial_pointing_game", "disk 7 px"), ("pointing_box7", "box 7 px (Li)"),
-               ("pointing_disk2", "disk 2 px (7 px scaled to 32 px)"), ("pointing_box2", "box 2 px")]
+    metrics = [("spatial_pointing_game", "disk 7 px"), ("pointing_disk7_centre", "disk 7 px, ties at their centroid"),
+               ("pointing_box7", "box 7 px (Li)"), ("pointing_disk2", "disk 2 px (7 px scaled to 32 px)"),
+               ("pointing_box2", "box 2 px")]
     fig, ax = plt.subplots(figsize=(10, 3.8))
     x = np.arange(len(methods))
     for i, (metric, name) in enumerate(metrics):
         vals = [_get(r, m, metric) for m, r in methods]
         mean = np.array([v["mean"] for v in vals])
         err = np.array([[v["mean"] - v["low"], v["high"] - v["mean"]] for v in vals]).T
-        ax.bar(x + (i - 1.5) * 0.2, mean, 0.2, yerr=err, label=name, capsize=2)
+        ax.bar(x + (i - 2) * 0.16, mean, 0.16, yerr=err, label=name, capsize=2)
     n_masks = _get(masks, "ep3d", "spatial_pointing_game")
     ax.set_xticks(x, [m + (f"\n({n_masks['n']} clips)" if r is masks and n_masks else "\n(200 clips)")
                       for m, r in methods], fontsize=7)
@@ -190,7 +191,7 @@ def li(extra: Path, out: Path):
     return _save(fig, out / "li_pointing.png")
 
 
-def li_mask_frames(extra: Path, out: Path, clip: int = 0):
+def li_mask_frames(extra: Path, out: Path, clip: int = 1):
     root = extra / "li_masks" / "maps"
     if not (root / "ep3d").exists():
         return None
@@ -205,7 +206,7 @@ def li_mask_frames(extra: Path, out: Path, clip: int = 0):
     config.update(num_frames=t, action_frames=8)
     rec = data.synthetic("test", num_clips=200, **config)[clip]
     video = np.asarray(rec["video"], np.float32) / 255.0
-    maps = {m: np.load(next((root / m).glob(f"{clip}.npy"))) for m in ("ep3d", "step")}
+    maps = {m: np.load(root / m / f"{clip:06d}.npy") for m in ("ep3d", "step")}
     frames = list(range(0, t, 2))
     fig, axes = plt.subplots(3, len(frames), figsize=(1.3 * len(frames), 4.4))
     s, e = (int(v) for v in rec["segment"])
@@ -216,18 +217,22 @@ def li_mask_frames(extra: Path, out: Path, clip: int = 0):
             mp = np.asarray(maps[m])
             mp = mp.reshape(mp.shape[0], mp.shape[1], mp.shape[2], -1).sum(-1) if mp.ndim == 4 else mp
             axes[i, j].imshow(mp[f], vmin=0, vmax=1, cmap="magma")
-            x0, y0, x1, y1 = rec["boxes"][f]
+            k = mp.shape[-1] / video.shape[2]  # clips are rendered at 64 px, the model sees 32
+            x0, y0, x1, y1 = np.asarray(rec["boxes"][f], float) * k
             if x0 >= 0:
                 axes[i, j].add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False,
                                                    ec="cyan", lw=0.8))
             yy, xx = np.unravel_index(np.argmax(mp[f]), mp[f].shape)
             axes[i, j].plot(xx, yy, "g+", ms=6)
+            axes[i, j].set_xlim(-0.5, mp.shape[-1] - 0.5)
+            axes[i, j].set_ylim(mp.shape[-2] - 0.5, -0.5)
         for a in axes[:, j]:
             a.set_xticks([])
             a.set_yticks([])
     axes[1, 0].set_ylabel("EP-3D", fontsize=8)
     axes[2, 0].set_ylabel("STEP", fontsize=8)
-    fig.suptitle(f"clip {clip}: frames, EP-3D and STEP masks (cyan: actor box, green +: argmax; * action)",
+    fig.suptitle(f"clip {clip}: frames, EP-3D and STEP masks (cyan: actor box on the 32-px grid, green +: the "
+                 "argmax, first of the tied pixels; * action frames)",
                  fontsize=8)
     fig.tight_layout()
     return _save(fig, out / "li_masks.png")
@@ -285,6 +290,55 @@ def anders_table(runs: dict[str, Path]) -> str:
     return "\n".join(lines)
 
 
+def _boot(values, n=1000, seed=0):
+    v = np.asarray(values, float)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), (n, len(v)))].mean(axis=1)
+    return v.mean(), np.quantile(means, 0.025), np.quantile(means, 0.975)
+
+
+def jaya_lstm_table(extra: Path) -> str:
+    """Early-frame saliency, plain LSTM against input-cell attention: the share of each map inside the action
+    segment for clips whose action lies at the start (starts at frame 0 to 2) and at the end (starts at 6 to 8),
+    95 % bootstrap intervals over clips. The segments come from re-rendering the same synthetic clips."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from jaxvx import checkpoints, data
+
+    lines = ["| model | method | action at the start: share in the action | temporal pointing | "
+             "action at the end: share in the action | temporal pointing | clips (start / end) |",
+             "|---|---|---|---|---|---|---|"]
+    for name in ("lstm-small", "lstm-ica-small"):
+        path = extra / "jaya_lstm" / name / "results.jsonl"
+        if not path.exists():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+        rows = [r for r in rows if r.get("status") == "ok"]
+        _, _, card = checkpoints.load(name)
+        t, h, w = (int(v) for v in card["input_shape"][:3])
+        config = dict(card.get("data", {}).get("config") or {"height": h, "width": w})
+        config.update(num_frames=t, action_frames=8)
+        src = data.synthetic("test", num_clips=len(rows), **config)
+        starts = np.array([int(src[int(r["clip"])]["segment"][0]) for r in rows])
+        groups = {"start": starts <= 2, "end": starts >= 6}
+        for method in rows[0]["methods"]:
+            cells = []
+            for g in ("start", "end"):
+                sel = [r for r, keep in zip(rows, groups[g]) if keep]
+                st = [s for s, keep in zip(starts, groups[g]) if keep]
+                # the share of a signed map (the gradient, frame masking) is not a share: left out
+                share = [sum(r["methods"][method]["frame_share"][s:s + 8]) for r, s in zip(sel, st)] \
+                    if method in ("sensitivity", "random") else [np.nan]
+                tp = [r["methods"][method]["temporal_pointing_game"] for r in sel]
+                for vals in (share, tp):
+                    m, lo, hi = _boot(vals)
+                    cells.append("-" if np.isnan(m) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]")
+            lines.append(f"| {name} | {method} | " + " | ".join(cells)
+                         + f" | {int(groups['start'].sum())} / {int(groups['end'].sum())} |")
+    return "\n".join(lines)
+
+
 def _save(fig, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -303,6 +357,7 @@ def main(argv=None):
                  li_mask_frames(a.extra, a.out), jaya(a.base, a.extra, a.out)):
         if path:
             print(path)
+    print(jaya_lstm_table(a.extra))
     print(anders_table({
         "c3d-small, step 32 (training scale)": a.base / "anders_steps" / "step-32-offset-0",
         "c3d-small, step 1": a.base / "anders_steps" / "step-1-offset-0",
