@@ -40,33 +40,16 @@ def _map(rel):
     return rel.sum(axis=-1) if rel.ndim == 5 else rel
 
 
-def _hit(px, py, boxes, tol, shape):
-    x0, y0, x1, y1 = (boxes[..., i] for i in range(4))
-    dx = jnp.maximum(jnp.maximum(x0 - px, px - x1), 0.0)
-    dy = jnp.maximum(jnp.maximum(y0 - py, py - y1), 0.0)
-    return (dx * dx + dy * dy <= tol * tol) if shape == "disk" else (jnp.maximum(dx, dy) <= tol)
-
-
 def pointing(tol: float, shape: str, tie: str = "first"):
-    """Spatial pointing per clip (mean over frames with a box). ``tie="first"``: the argmax as the library takes it
-    (first in row-major order); ``"centre"``: the centroid of all pixels tied at the frame's maximum."""
+    """Spatial pointing per clip (mean over the frames with a box), :func:`jaxvx.metrics.spatial_pointing_game`
+    with its ``ties`` rule: ``"first"`` (argmax's first pixel in row-major order) or ``"centre"`` (the centroid of
+    the pixels tied at the frame's maximum)."""
+    from jaxvx.metrics import spatial_pointing_game
+
     def fn(rel, batch):
-        r = _map(rel)
-        b, t, h, w = r.shape
-        boxes = batch["boxes"].astype(jnp.float32)
-        valid = batch["present"] & (boxes[..., 0] >= 0)
-        if tie == "first":
-            flat = jnp.argmax(r.reshape(b, t, h * w), axis=-1)
-            px, py = (flat % w).astype(jnp.float32), (flat // w).astype(jnp.float32)
-        else:
-            m = r.max(axis=(2, 3), keepdims=True)
-            tied = (r >= m - 1e-6 * jnp.abs(m)).astype(jnp.float32)
-            n = tied.sum(axis=(2, 3))
-            px = (tied * jnp.arange(w)[None, None, None, :]).sum(axis=(2, 3)) / n
-            py = (tied * jnp.arange(h)[None, None, :, None]).sum(axis=(2, 3)) / n
-        hits = _hit(px, py, boxes, tol, shape) & valid
-        nv = valid.sum(axis=1)
-        return jnp.where(nv > 0, hits.sum(axis=1) / jnp.maximum(nv, 1), jnp.nan)
+        res = spatial_pointing_game(rel, batch["boxes"], tolerance=tol, shape=shape, present=batch["present"],
+                                    ties="first" if tie == "first" else "centroid")
+        return res.clip_scores()
     fn.__name__ = f"pointing_{shape}{tol:g}_{tie}"
     return fn
 
@@ -188,6 +171,25 @@ def li_masks(out, clips, limit):
        batch_size=2, save_maps=True)
 
 
+def li_masks_scaled(out, clips, limit):
+    """EP-3D and STEP with Li et al.'s 112-pixel constants scaled to the 32-pixel frames (control-point pitch 7 ->
+    2, sigma 11 -> 3, STEP's ellipsoid 11 x 11 -> 3 x 3 pixels, 7 frames kept), on the clips of li_masks."""
+    from jaxvx import methods as jm
+    from jaxvx.explain import EXTREMAL_AREA, _with_channel_axis
+
+    model, variables, card = load("r2plus1d-small")
+    meths = {"ep3d_scaled": _with_channel_axis(jm.ep3d(EXTREMAL_AREA, output="map", step=2, sigma=3.0)),
+             "step_scaled": _with_channel_axis(jm.step(EXTREMAL_AREA, output="map", step=2, sigma=3.0,
+                                                       kernel_size=3))}
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
+    t0 = time.perf_counter()
+    res = pipeline.run(source(card, clips, action_frames=8), model, meths, variables=variables,
+                       transforms=[sum_channels()], metrics=metrics, batch_size=2, length=16,
+                       preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
+                       save_maps=True, provenance={"checkpoint": "r2plus1d-small"})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
 def chance_jaya(out, clips, limit):
     """Random maps on Jayawardhana's setting, and frame masking / the gradient on clips without distractors."""
     metrics = ["temporal_pointing_game", "keyframe_correlation", "spatial_pointing_game"]
@@ -275,16 +277,91 @@ def li_cnnlstm(out, clips, limit):
 
 
 def jaya_lstm(out, clips, limit):
-    """Input-cell attention against the plain LSTM: per-frame shares of the gradient and of frame masking on
+    """Input-cell attention against the plain LSTM: per-frame shares of the gradient, sensitivity and frame masking on
     walk_run clips with the action in 8 of 16 frames (results.md splits the clips by where the action lies)."""
     for name in ("lstm-small", "lstm-ica-small"):
-        go(f"{out}/{name}", name, ["random", "gradient", "frame_masking"],
+        go(f"{out}/{name}", name, ["random", "gradient", "sensitivity", "frame_masking"],
            ["temporal_pointing_game", "frame_share"], clips=clips, limit=limit, render={"action_frames": 8})
+
+
+VIDEOS = ("arm_wrestling.mp4", "basketball.mp4", "cleaning_pool.mp4", "ucf101_apply_eye_makeup.avi",
+          "ntu_rgbd_S001C001P001R001A001.avi")
+
+
+def _real_snippets(root, offsets, span):
+    """One record per (clip, offset): the clip's frames from ``offset`` on (``span`` of them), short side brought
+    to 256 first (the I3D's preprocessing then crops 224), label 0 (real clips have no label for our purposes:
+    every method explains the predicted class)."""
+    import cv2
+
+    from jaxvx.io import read_video
+
+    records = []
+    for name in VIDEOS:
+        frames = read_video(f"{root}/{name}", max_frames=max(offsets) + span)
+        h, w = frames.shape[1:3]
+        k = 256 / min(h, w)
+        frames = np.stack([cv2.resize(f, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+                           for f in frames])
+        for o in offsets:
+            if o + span <= len(frames):
+                records.append({"video": frames[o:o + span], "label": 0, "clip": name, "offset": o})
+    return records
+
+
+def i3d_real(out, clips, limit, root="/work/shared/videos"):
+    """The I3D on the real clips: Anders' B over the step (1, 2) and L over the snippets' offsets, Hiley's
+    selective relevance against Farneback flow, on the snippets of 16 (x step) frames at offsets 0 and 48 of each
+    clip (10 snippets of 5 clips; about 15 s a snippet on 2 CPU cores beside the compilations)."""
+    model, variables, card = load("i3d-kinetics400")
+    names = ["deep_taylor", "sensitivity", "guided_backprop", "random"]
+    meths, model, variables = methods_for(names, model, variables, card)
+    records = _real_snippets(root, (0, 48), 32)
+    print(f"{len(records)} snippets of {len(VIDEOS)} clips: "
+          + ", ".join(f"{r['clip']}@{r['offset']}" for r in records), flush=True)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    common = dict(variables=variables, batch_size=1, length=16, preprocess=dict(card.get("preprocess", {})),
+                  target="predicted", progress=False,
+                  provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
+    t0 = time.perf_counter()
+    sw = pipeline.sweep(keep, model, {k: meths[k] for k in ("deep_taylor", "sensitivity", "random")},
+                        steps=[1, 2], out=f"{out}/steps", transforms=[sum_channels()], metrics=["frame_share"],
+                        **common)
+    print(f"== {out}/steps: {time.perf_counter() - t0:.0f} s\n{sw.markdown}", flush=True)
+    from jaxvx import metrics as jm
+
+    def raw_flow(rel, batch):  # the raw map's flow precision, in the same pass as the selected one's
+        return jm.motion_precision(_map(batch["raw"]), batch["flow"], threshold=0.5)
+
+    t0 = time.perf_counter()
+    res = pipeline.run(keep, model, {k: meths[k] for k in ("deep_taylor", "guided_backprop", "random")},
+                       transforms=[sum_channels(), selective(4.0)],
+                       metrics={"motion_precision_flow": "motion_precision_flow", "raw_flow_precision": raw_flow,
+                                "selectivity": "selectivity"},
+                       out=f"{out}/selective", save_maps=True, **common)
+    print(f"== {out}/selective: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
+def i3d_untrained(out, clips, limit, root="/work/shared/videos"):
+    """The I3D's architecture alone: B and L of deep Taylor and sensitivity on the same real snippets with the
+    I3D's variables re-initialised at random (Flax's default initialisers, seed 0): what an untrained I3D gives,
+    as DTD-u does for C3D."""
+    model, _, card = load("i3d-kinetics400")
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 224, 224, 3), jnp.float32))
+    meths, model, variables = methods_for(["deep_taylor", "sensitivity"], model, variables, card)
+    records = _real_snippets(root, (0, 48), 32)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    t0 = time.perf_counter()
+    res = pipeline.run(keep, model, meths, variables=variables, transforms=[sum_channels()], metrics=["frame_share"],
+                       batch_size=1, length=16, preprocess=dict(card.get("preprocess", {})), target="predicted",
+                       progress=False, out=out, provenance={"checkpoint": "i3d-kinetics400, re-initialised"})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
 EXPERIMENTS = {f.__name__: f for f in (chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
                                        dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
-                                       jaya_lstm)}
+                                       jaya_lstm, i3d_real, li_masks_scaled,
+                                       i3d_untrained)}
 
 
 def main(argv=None):

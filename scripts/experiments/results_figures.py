@@ -290,6 +290,49 @@ def anders_table(runs: dict[str, Path]) -> str:
     return "\n".join(lines)
 
 
+def i3d_overlays(extra: Path, out: Path):
+    """One overlay per real clip: the I3D's deep Taylor map after selective relevance (sigma 4) over the snippet at
+    offset 0, every other frame, and the raw map's frame shares beside the selected one's."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_extra import VIDEOS, _real_snippets
+
+    from jaxvx.viz import overlay
+
+    root = extra / "i3d_real" / "selective" / "maps" / "deep_taylor"
+    if not root.exists():
+        return None
+    records = _real_snippets("/work/shared/videos", (0, 48), 32)
+    index = {(r["clip"], r["offset"]): i for i, r in enumerate(records)}
+    frames_shown = list(range(0, 16, 2))
+    fig, axes = plt.subplots(len(VIDEOS), len(frames_shown), figsize=(1.6 * len(frames_shown), 1.75 * len(VIDEOS)))
+    for row, name in enumerate(VIDEOS):
+        i = index.get((name, 0))
+        path = root / f"{i:06d}.npy" if i is not None else None
+        if path is None or not path.exists():
+            continue
+        rel = np.load(path)
+        video = records[i]["video"][:16]
+        h, w = video.shape[1:3]
+        top, left = (h - 224) // 2, (w - 224) // 2
+        crop = np.ascontiguousarray(video[:, top:top + 224, left:left + 224])
+        img = overlay(crop, rel, weight="relevance")
+        for j, f in enumerate(frames_shown):
+            ax = axes[row, j]
+            ax.imshow(img[f])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"t={f}", fontsize=8)
+        axes[row, 0].set_ylabel(name.split(".")[0][:16], fontsize=7)
+    fig.suptitle("I3D (Kinetics-400), deep Taylor after selective relevance (sigma 4), snippet at offset 0, "
+                 "explaining the predicted class", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out / "i3d_overlays.png")
+
+
 def _boot(values, n=1000, seed=0):
     v = np.asarray(values, float)
     rng = np.random.default_rng(seed)
@@ -354,7 +397,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     for path in (anders_steps(a.base, a.extra, a.out), anders_lookahead(a.base, a.extra, a.out),
                  both_sides(a.extra, a.out), hiley(a.extra, a.out), li(a.extra, a.out),
-                 li_mask_frames(a.extra, a.out), jaya(a.base, a.extra, a.out)):
+                 li_mask_frames(a.extra, a.out), jaya(a.base, a.extra, a.out), i3d_overlays(a.extra, a.out)):
         if path:
             print(path)
     print(jaya_lstm_table(a.extra))
