@@ -209,6 +209,26 @@ def hiley_padding(out, clips, limit):
            clips=clips, limit=limit, transforms=[selective(4.0, padding=pad)])
 
 
+def _weighted_true(rel, batch):
+    from jaxvx.metrics import motion_precision
+    return motion_precision(rel, batch["motion"], weighted=True)
+
+
+def _positive_share(rel, batch):
+    """The share of the voxels where the channel-summed map is > 0 (motion precision counts these voxels)."""
+    return (_map(rel) > 0).mean(axis=(1, 2, 3))
+
+
+def hiley_weighted(out, clips, limit):
+    """Motion precision as a share of positive relevance (weighted) beside the share of voxels (the library's
+    default), and how many voxels are positive at all, raw and after selective relevance (sigma 4, zero padding)."""
+    names = ["deep_taylor", "deep_taylor_proportional", "gradcam", "guided_backprop", "guided_gradcam", "random"]
+    metrics = {"motion_precision": "motion_precision", "motion_precision_weighted": _weighted_true,
+               "positive_share": _positive_share}
+    go(f"{out}/raw", "c3d-small", names, metrics, clips=clips, limit=limit)
+    go(f"{out}/zeros", "c3d-small", names, metrics, clips=clips, limit=limit, transforms=[selective(4.0)])
+
+
 def dtd_proportional_steps(out, clips, limit):
     """Anders' step sweep and lookahead for deep Taylor with proportional max pooling, and a random map."""
     model, variables, card = load("c3d-small")
@@ -361,7 +381,7 @@ def i3d_untrained(out, clips, limit, root="/work/shared/videos"):
 EXPERIMENTS = {f.__name__: f for f in (chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
                                        dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
                                        jaya_lstm, i3d_real, li_masks_scaled,
-                                       i3d_untrained)}
+                                       i3d_untrained, hiley_weighted)}
 
 
 def main(argv=None):
