@@ -169,13 +169,15 @@ def li(extra: Path, out: Path):
     if base is None:
         return None
     masks = _rows(extra / "li_masks" / "summary.json") or []
+    scaled = _rows(extra / "li_masks_scaled" / "summary.json") or []
     methods = [("random", base), ("gradient", base), ("gradcam", base), ("excitation_backprop", base),
-               ("saliency_tubes", base), ("ep3d", masks), ("step", masks)]
+               ("saliency_tubes", base), ("ep3d", masks), ("step", masks), ("ep3d_scaled", scaled),
+               ("step_scaled", scaled)]
     methods = [(m, r) for m, r in methods if _get(r, m, "spatial_pointing_game")]
     metrics = [("spatial_pointing_game", "disk 7 px"), ("pointing_disk7_centre", "disk 7 px, ties at their centroid"),
                ("pointing_box7", "box 7 px (Li)"), ("pointing_disk2", "disk 2 px (7 px scaled to 32 px)"),
                ("pointing_box2", "box 2 px")]
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    fig, ax = plt.subplots(figsize=(12, 3.8))
     x = np.arange(len(methods))
     for i, (metric, name) in enumerate(metrics):
         vals = [_get(r, m, metric) for m, r in methods]
@@ -183,7 +185,7 @@ def li(extra: Path, out: Path):
         err = np.array([[v["mean"] - v["low"], v["high"] - v["mean"]] for v in vals]).T
         ax.bar(x + (i - 2) * 0.16, mean, 0.16, yerr=err, label=name, capsize=2)
     n_masks = _get(masks, "ep3d", "spatial_pointing_game")
-    ax.set_xticks(x, [m + (f"\n({n_masks['n']} clips)" if r is masks and n_masks else "\n(200 clips)")
+    ax.set_xticks(x, [m + (f"\n({n_masks['n']} clips)" if r is not base and n_masks else "\n(200 clips)")
                       for m, r in methods], fontsize=7)
     ax.set(ylabel="spatial pointing", title="r2plus1d-small, action in 8 of 16 frames: spatial pointing (95 % CI)")
     ax.legend(fontsize=7)
@@ -306,7 +308,7 @@ def i3d_overlays(extra: Path, out: Path):
         return None
     records = _real_snippets("/work/shared/videos", (0, 48), 32)
     index = {(r["clip"], r["offset"]): i for i, r in enumerate(records)}
-    frames_shown = list(range(0, 16, 2))
+    frames_shown = list(range(8, 16))  # frames 0 to 7 keep almost nothing (see docs/results.md)
     fig, axes = plt.subplots(len(VIDEOS), len(frames_shown), figsize=(1.6 * len(frames_shown), 1.75 * len(VIDEOS)))
     for row, name in enumerate(VIDEOS):
         i = index.get((name, 0))
@@ -318,7 +320,11 @@ def i3d_overlays(extra: Path, out: Path):
         h, w = video.shape[1:3]
         top, left = (h - 224) // 2, (w - 224) // 2
         crop = np.ascontiguousarray(video[:, top:top + 224, left:left + 224])
-        img = overlay(crop, rel, weight="relevance")
+        import cv2
+
+        kernel = np.ones((7, 7), np.uint8)  # the kept voxels are single pixels: dilated 7 px to be seen
+        rel = np.stack([cv2.dilate(np.abs(f).astype(np.float32), kernel) for f in rel])
+        img = overlay(crop, rel, weight="relevance", cmap="hot", symmetric=False)
         for j, f in enumerate(frames_shown):
             ax = axes[row, j]
             ax.imshow(img[f])
@@ -327,8 +333,8 @@ def i3d_overlays(extra: Path, out: Path):
             if row == 0:
                 ax.set_title(f"t={f}", fontsize=8)
         axes[row, 0].set_ylabel(name.split(".")[0][:16], fontsize=7)
-    fig.suptitle("I3D (Kinetics-400), deep Taylor after selective relevance (sigma 4), snippet at offset 0, "
-                 "explaining the predicted class", fontsize=8)
+    fig.suptitle("I3D (Kinetics-400), deep Taylor after selective relevance (sigma 4), |R| dilated 7 px, frames 8 "
+                 "to 15 of the snippet at offset 0, explaining the predicted class", fontsize=8)
     fig.tight_layout()
     return _save(fig, out / "i3d_overlays.png")
 
