@@ -190,6 +190,20 @@ def li_masks_scaled(out, clips, limit):
     print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
+def li_deletion(out, clips, limit):
+    """Deletion and insertion over frames (the area over the perturbation curve and its AUC) for Li's baselines
+    and a random map, on the li_pointing clips."""
+    go(out, "r2plus1d-small", ["random", "gradient", "gradcam", "excitation_backprop", "saliency_tubes"],
+       ["deletion_frames", "insertion_frames"], clips=clips, limit=limit, render={"action_frames": 8})
+
+
+def jaya_tsr_clean(out, clips, limit):
+    """TSR and a random map on walk_run clips without distractors (key-frame correlation, temporal pointing)."""
+    go(out, "lstm-ica-small", ["random", "tsr"], ["temporal_pointing_game", "keyframe_correlation",
+                                                   "spatial_pointing_game"],
+       clips=clips, limit=limit, render={"action_frames": 8, "distractors": 0})
+
+
 def chance_jaya(out, clips, limit):
     """Random maps on Jayawardhana's setting, and frame masking / the gradient on clips without distractors."""
     metrics = ["temporal_pointing_game", "keyframe_correlation", "spatial_pointing_game"]
@@ -381,7 +395,7 @@ def i3d_untrained(out, clips, limit, root="/work/shared/videos"):
 EXPERIMENTS = {f.__name__: f for f in (chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
                                        dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
                                        jaya_lstm, i3d_real, li_masks_scaled,
-                                       i3d_untrained, hiley_weighted)}
+                                       i3d_untrained, hiley_weighted, li_deletion, jaya_tsr_clean)}
 
 
 def main(argv=None):

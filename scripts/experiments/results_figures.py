@@ -339,6 +339,30 @@ def i3d_overlays(extra: Path, out: Path):
     return _save(fig, out / "i3d_overlays.png")
 
 
+def i3d_shares(extra: Path, out: Path):
+    """The I3D's mean frame share P_t over the real snippets (step 1): trained and re-initialised, DTD and SA."""
+    runs = {"trained": extra / "i3d_real" / "steps" / "step-1-offset-0" / "results.jsonl",
+            "re-initialised": extra / "i3d_untrained" / "results.jsonl"}
+    if not all(p.exists() for p in runs.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for label, path in runs.items():
+        rows = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+        rows = [r for r in rows if r.get("status") == "ok"]
+        for method, name, ls in (("deep_taylor", "DTD", "-"), ("sensitivity", "SA", "--")):
+            shares = np.array([r["methods"][method]["frame_share"] for r in rows], float)
+            boot = [_boot(shares[:, t]) for t in range(shares.shape[1])]
+            m, lo, hi = (np.array(v) for v in zip(*boot))
+            line, = ax.plot(np.arange(len(m)), m, ls=ls, marker="o", ms=3, label=f"{name}, {label}")
+            ax.fill_between(np.arange(len(m)), lo, hi, alpha=0.15, color=line.get_color())
+    ax.axhline(1 / 16, color="grey", lw=0.6, ls=":", label="uniform (1/16)")
+    ax.set(xlabel="frame of the 16-frame snippet", ylabel="mean share of relevance P_t",
+           title=f"I3D on {len(rows)} real snippets (5 clips): P_t, 95 % CI over snippets")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out / "i3d_frame_shares.png")
+
+
 def _boot(values, n=1000, seed=0):
     v = np.asarray(values, float)
     rng = np.random.default_rng(seed)
@@ -403,7 +427,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     for path in (anders_steps(a.base, a.extra, a.out), anders_lookahead(a.base, a.extra, a.out),
                  both_sides(a.extra, a.out), hiley(a.extra, a.out), li(a.extra, a.out),
-                 li_mask_frames(a.extra, a.out), jaya(a.base, a.extra, a.out), i3d_overlays(a.extra, a.out)):
+                 li_mask_frames(a.extra, a.out), jaya(a.base, a.extra, a.out), i3d_overlays(a.extra, a.out),
+                 i3d_shares(a.extra, a.out)):
         if path:
             print(path)
     print(jaya_lstm_table(a.extra))
