@@ -392,10 +392,40 @@ def i3d_untrained(out, clips, limit, root="/work/shared/videos"):
     print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
+def _kept_where(rel, batch):
+    """Of the map's non-zero positions: the share in the last frame, in the last 5 frames, within 2 px of the
+    frame's edge, and in the 2 rightmost columns (a 2-px border is 3.5 % of a 224 x 224 frame, 2 columns 0.9 %)."""
+    nz = (_map(rel) != 0).astype(jnp.float32)
+    total = jnp.maximum(nz.sum(axis=(1, 2, 3)), 1)
+    border = nz.at[:, :, 2:-2, 2:-2].set(0)
+    return {"kept_last_frame": nz[:, -1].sum(axis=(1, 2)) / total,
+            "kept_last5_frames": nz[:, -5:].sum(axis=(1, 2, 3)) / total,
+            "kept_border2": border.sum(axis=(1, 2, 3)) / total,
+            "kept_right2": nz[..., -2:].sum(axis=(1, 2, 3)) / total}
+
+
+def i3d_edges(out, clips, limit, root="/work/shared/videos"):
+    """Where deep Taylor's selected voxels lie on the real snippets, trained I3D against re-initialised: is the
+    pile-up in the last frames and at the right edge the architecture's?"""
+    model, trained, card = load("i3d-kinetics400")
+    fresh = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 224, 224, 3), jnp.float32))
+    records = _real_snippets(root, (0, 48), 32)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    for name, variables in (("trained", trained), ("reinitialised", fresh)):
+        meths, m, v = methods_for(["deep_taylor", "random"], model, variables, card)
+        t0 = time.perf_counter()
+        res = pipeline.run(keep, m, meths, variables=v, transforms=[sum_channels(), selective(4.0)],
+                           metrics={"kept": _kept_where}, batch_size=1, length=16,
+                           preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False,
+                           out=f"{out}/{name}", provenance={"checkpoint": f"i3d-kinetics400, {name}"})
+        print(f"== {out}/{name}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
 EXPERIMENTS = {f.__name__: f for f in (chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
                                        dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
                                        jaya_lstm, i3d_real, li_masks_scaled,
-                                       i3d_untrained, hiley_weighted, li_deletion, jaya_tsr_clean)}
+                                       i3d_untrained, hiley_weighted, li_deletion, jaya_tsr_clean,
+                                       i3d_edges)}
 
 
 def main(argv=None):
