@@ -204,6 +204,26 @@ def jaya_tsr_clean(out, clips, limit):
        clips=clips, limit=limit, render={"action_frames": 8, "distractors": 0})
 
 
+def li_table4(out, clips, limit):
+    """Li et al.'s Table 4 variants with the scaled constants of li_masks_scaled: EP-3D-Evenly (the area loss per
+    frame) and EP-3D with the control points smoothed in time by a Gaussian of sigma 1, 2 and 4 frames."""
+    from jaxvx import methods as jm
+    from jaxvx.explain import EXTREMAL_AREA, _with_channel_axis
+
+    model, variables, card = load("r2plus1d-small")
+    kw = dict(output="map", step=2, sigma=3.0)
+    meths = {"ep3d_evenly": _with_channel_axis(jm.ep3d(EXTREMAL_AREA, evenly=True, **kw))}
+    for ts in (1, 2, 4):
+        meths[f"ep3d_temporal_sigma{ts}"] = _with_channel_axis(jm.ep3d(EXTREMAL_AREA, temporal_sigma=float(ts), **kw))
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
+    t0 = time.perf_counter()
+    res = pipeline.run(source(card, clips, action_frames=8), model, meths, variables=variables,
+                       transforms=[sum_channels()], metrics=metrics, batch_size=2, length=16,
+                       preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
+                       provenance={"checkpoint": "r2plus1d-small"})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
 def chance_jaya(out, clips, limit):
     """Random maps on Jayawardhana's setting, and frame masking / the gradient on clips without distractors."""
     metrics = ["temporal_pointing_game", "keyframe_correlation", "spatial_pointing_game"]
@@ -425,7 +445,7 @@ EXPERIMENTS = {f.__name__: f for f in (chance_hiley, li_pointing, li_masks, chan
                                        dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
                                        jaya_lstm, i3d_real, li_masks_scaled,
                                        i3d_untrained, hiley_weighted, li_deletion, jaya_tsr_clean,
-                                       i3d_edges)}
+                                       i3d_edges, li_table4)}
 
 
 def main(argv=None):
