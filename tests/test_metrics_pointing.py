@@ -75,6 +75,26 @@ def test_matches_pixel_enumeration(shape):
     assert 0 < want_hits[want_valid].mean() < 1
 
 
+def test_ties_first_versus_centroid():
+    # a saturated 9 x 9 plateau at rows and columns 10..18 of a 32 x 32 map: argmax takes its top-left pixel
+    # (10, 10); the centroid of the tied pixels is (14, 14)
+    r = np.zeros((1, 2, 32, 32), np.float32)
+    r[0, :, 10:19, 10:19] = 1.0
+    r[0, 1, 0, 0] = 1.0  # frame 1: one more tied pixel at (0, 0), pulling the centroid to (81 * 14 / 82, ...)
+    boxes = np.array([[[13, 13, 15, 15], [13, 13, 15, 15]]], np.float32)
+    first = spatial_pointing_game(r, boxes, tolerance=2)
+    centroid = spatial_pointing_game(r, boxes, tolerance=2, ties="centroid")
+    np.testing.assert_array_equal(np.asarray(first.hits), [[False, False]])  # (10, 10) is 3 px off in x and y
+    np.testing.assert_array_equal(np.asarray(centroid.hits), [[True, True]])  # (14, 14) and (13.83, 13.83)
+    # a unique maximum: the two rules agree
+    u = np.random.default_rng(0).random((2, 4, 16, 16)).astype(np.float32)
+    ub = np.tile(np.array([4, 4, 8, 8], np.float32), (2, 4, 1))
+    np.testing.assert_array_equal(np.asarray(spatial_pointing_game(u, ub, tolerance=1).hits),
+                                  np.asarray(spatial_pointing_game(u, ub, tolerance=1, ties="centroid").hits))
+    with pytest.raises(ValueError, match="ties"):
+        spatial_pointing_game(r, boxes, ties="middle")
+
+
 def test_frames_without_box_are_left_out():
     r = np.zeros((1, 3, 8, 8), np.float32)  # argmax at (0, 0) everywhere
     boxes = np.array([[[0, 0, 1, 1], [-1, -1, -1, -1], [5, 5, 7, 7]]], np.float32)

@@ -15,10 +15,11 @@ from jaxvx._maps import channel_sum
 
 __all__ = [
     "PointingResult", "spatial_pointing_game", "temporal_pointing_game", "argmax_point", "pointing_accuracy",
-    "SHAPES",
+    "SHAPES", "TIES",
 ]
 
 SHAPES = ("disk", "box")
+TIES = ("first", "centroid")
 
 
 class PointingResult(NamedTuple):
@@ -64,7 +65,7 @@ def _check_tolerance(tolerance) -> float:
 
 
 def spatial_pointing_game(relevance, boxes, *, tolerance: float = 7, shape: str = "disk",
-                          present=None) -> PointingResult:
+                          present=None, ties: str = "first") -> PointingResult:
     """Spatial pointing game: per annotated frame, is the map's maximum within ``tolerance`` px of the box?
 
     For every frame, the argmax point ``(x, y)`` of the channel-summed map (:func:`argmax_point`) is a hit when
@@ -85,6 +86,10 @@ def spatial_pointing_game(relevance, boxes, *, tolerance: float = 7, shape: str 
         tolerance: pixels, ``>= 0``. Default 7 (Li et al. for 112-px frames; TorchRay's 2D default is 15).
         shape: ``"disk"`` (default) or ``"box"``.
         present: optional bool ``[B, T]``; frames where it is False are left out.
+        ties: where a frame's maximum is shared by several pixels (a saturated mask, a map upsampled from a coarse
+            grid, a map constant over the frame): ``"first"`` (default) points at the first of them in row-major
+            order, the top-left one, as ``argmax`` does; ``"centroid"`` at the mean ``(x, y)`` of all of them
+            (pixels within ``1e-6`` of the maximum, relative), which need not be one of them.
 
     Returns:
         :class:`PointingResult` with ``hits`` and ``valid`` bool ``[B, T]``. Aggregate with :func:`pointing_accuracy`
@@ -93,6 +98,8 @@ def spatial_pointing_game(relevance, boxes, *, tolerance: float = 7, shape: str 
     tolerance = _check_tolerance(tolerance)
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
     r = channel_sum(relevance)
     boxes = jnp.asarray(boxes)
     if boxes.shape != r.shape[:2] + (4,):
@@ -103,12 +110,24 @@ def spatial_pointing_game(relevance, boxes, *, tolerance: float = 7, shape: str 
     present = jnp.asarray(present)
     if present.shape != r.shape[:2]:
         raise ValueError(f"present must be [B, T] = {r.shape[:2]}, got {tuple(present.shape)}")
-    return _spatial(r, boxes, present.astype(bool), tolerance, shape=shape)
+    return _spatial(r, boxes, present.astype(bool), tolerance, shape=shape, ties=ties)
 
 
-@functools.partial(jax.jit, static_argnames=("shape",))
-def _spatial(r, boxes, present, tolerance, *, shape):
-    x, y = argmax_point(r)
+def _tie_centroid(relevance) -> tuple[jax.Array, jax.Array]:
+    """Per frame, the mean ``(x, y)`` of the pixels at the frame's maximum (within 1e-6 of it, relative)."""
+    r = channel_sum(relevance)
+    h, w = r.shape[2:]
+    m = r.max(axis=(2, 3), keepdims=True)
+    tied = (r >= m - 1e-6 * jnp.abs(m)).astype(jnp.float32)
+    n = tied.sum(axis=(2, 3))
+    x = (tied * jnp.arange(w, dtype=jnp.float32)).sum(axis=(2, 3)) / n
+    y = (tied * jnp.arange(h, dtype=jnp.float32)[:, None]).sum(axis=(2, 3)) / n
+    return x, y
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "ties"))
+def _spatial(r, boxes, present, tolerance, *, shape, ties="first"):
+    x, y = argmax_point(r) if ties == "first" else _tie_centroid(r)
     x = x.astype(jnp.float32)
     y = y.astype(jnp.float32)
     x0, y0, x1, y1 = (boxes[..., i].astype(jnp.float32) for i in range(4))

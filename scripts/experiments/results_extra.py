@@ -1,0 +1,474 @@
+"""The analyses of docs/results.md that a `jaxvx run` configuration cannot express: chance levels (a random map
+through the same metrics), box-shaped and frame-size-scaled pointing, ties in the argmax of saturated masks, deep
+Taylor with proportional max pooling, edge vs zero padding of selective relevance, and accuracy at steps on both
+sides of the training step.
+
+    python scripts/experiments/results_extra.py OUT NAME [NAME ...] [--clips N] [--limit N]
+
+NAME is one of the functions in EXPERIMENTS below; each writes OUT/NAME[/...]/ (results.jsonl, summary.md) with
+:func:`jaxvx.pipeline.run`, the library's own metrics beside a few custom ones defined here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvx import checkpoints, data, lrp, pipeline
+from jaxvx.explain import _pixel_bounds, build_method
+from jaxvx.transforms import selective, sum_channels
+
+
+def _run(source, forward, method, *, length=16, step=1, offset=0, pad="loop", mode="snippet", save_maps=False,
+         provenance=None, summary=True, **kw):
+    """``jaxvx.pipeline.run`` with the sampling and output settings as keywords (they are option records there)."""
+    return pipeline.run(source, forward, method, sampling=pipeline.Sampling(length=length, step=step, offset=offset,
+                                                                            pad=pad, mode=mode),
+                        output=pipeline.OutputOptions(save_maps=save_maps, summary=summary, provenance=provenance),
+                        **kw)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# methods and metrics of this script
+
+
+def random_map():
+    """A map of i.i.d. uniform values, one channel: the chance level of every metric."""
+    def method(forward, video, target, *, key):
+        return jax.random.uniform(key, video.shape[:4] + (1,), jnp.float32)
+    return method
+
+
+def _map(rel):
+    return rel.sum(axis=-1) if rel.ndim == 5 else rel
+
+
+def pointing(tol: float, shape: str, tie: str = "first"):
+    """Spatial pointing per clip (mean over the frames with a box), :func:`jaxvx.metrics.spatial_pointing_game`
+    with its ``ties`` rule: ``"first"`` (argmax's first pixel in row-major order) or ``"centre"`` (the centroid of
+    the pixels tied at the frame's maximum)."""
+    from jaxvx.metrics import spatial_pointing_game
+
+    def fn(rel, batch):
+        res = spatial_pointing_game(rel, batch["boxes"], tolerance=tol, shape=shape, present=batch["present"],
+                                    ties="first" if tie == "first" else "centroid")
+        return res.clip_scores()
+    fn.__name__ = f"pointing_{shape}{tol:g}_{tie}"
+    return fn
+
+
+def ties(rel, batch):
+    """Mean over frames of the number of pixels tied at the frame's maximum (1: a unique peak)."""
+    r = _map(rel)
+    m = r.max(axis=(2, 3), keepdims=True)
+    n = (r >= m - 1e-6 * jnp.abs(m)).sum(axis=(2, 3))
+    return {"tied_pixels": n.mean(axis=1).astype(jnp.float32), "tied_frames": (n > 1).mean(axis=1)}
+
+
+def end_frames(rel, batch):
+    """Share of the map's non-zero positions (after selective relevance: the kept ones) in the first and last
+    frame (2 / T = 0.125 for positions spread evenly over 16 frames)."""
+    nz = (_map(rel) != 0).astype(jnp.float32)
+    per_t = nz.sum(axis=(2, 3))
+    total = per_t.sum(axis=1)
+    return jnp.where(total > 0, (per_t[:, 0] + per_t[:, -1]) / jnp.maximum(total, 1), jnp.nan)
+
+
+def motion_share(rel, batch):
+    """The true motion mask's share of the voxels (the chance level of motion precision)."""
+    return batch["motion"].astype(jnp.float32).mean(axis=(1, 2, 3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# plumbing
+
+
+def load(name):
+    model, variables, card = checkpoints.load(name)
+    return model, variables, card
+
+
+def source(card, clips, split="test", **render):
+    t, h, w = (int(v) for v in card["input_shape"][:3])
+    config = dict(card.get("data", {}).get("config") or {"height": h, "width": w})
+    config["num_frames"] = t
+    config.update(render)
+    return data.synthetic(split, num_clips=clips, **config)
+
+
+def methods_for(names, model, variables, card):
+    out = {}
+    for name in names:
+        if name == "random":
+            out[name] = random_map()
+            continue
+        if name == "deep_taylor_proportional":
+            from jaxvx import methods as jm
+            low, high = _pixel_bounds(card)
+            out[name] = jm.lrp(lrp.deep_taylor(low=low, high=high, max_pool="proportional"))
+            continue
+        m, model_m, variables_m = build_method(name, model, variables, card)
+        if model_m is not model:
+            model, variables = model_m, variables_m
+        out[name] = m
+    return out, model, variables
+
+
+def go(out, checkpoint, names, metrics, *, clips, limit=None, transforms=(), render=None, records=None,
+       batch_size=8, **kw):
+    model, variables, card = load(checkpoint)
+    meths, model, variables = methods_for(names, model, variables, card)
+    src = records if records is not None else source(card, clips, **(render or {}))
+    t0 = time.perf_counter()
+    res = _run(src, model, meths, variables=variables, transforms=[sum_channels(), *transforms],
+                       metrics=metrics, batch_size=batch_size, length=int(card["input_shape"][0]),
+                       preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
+                       provenance={"checkpoint": checkpoint, "checkpoint_sha256": card.get("sha256")}, **kw)
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(res.markdown, flush=True)
+    return res
+
+
+POINTING = {"pointing_box7": pointing(7, "box"), "pointing_disk2": pointing(2, "disk"),
+            "pointing_box2": pointing(2, "box"), "pointing_disk7_centre": pointing(7, "disk", "centre"),
+            "pointing_disk2_centre": pointing(2, "disk", "centre")}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# experiments
+
+
+def chance_hiley(out, clips, limit):
+    """Random maps on Hiley's setting (c3d-small): motion precision (true mask, flow), the mask's voxel share,
+    spatial pointing, raw and after selective relevance."""
+    metrics = ["motion_precision", "motion_precision_flow", "spatial_pointing_game",
+               {"motion_share": motion_share}]
+    metrics = _flat(metrics)
+    go(f"{out}/raw", "c3d-small", ["random"], metrics, clips=clips, limit=limit)
+    go(f"{out}/selective", "c3d-small", ["random"], {**metrics, "selectivity": "selectivity"}, clips=clips,
+       limit=limit, transforms=[selective(4.0)])
+
+
+def _flat(items):
+    out = {}
+    for it in items:
+        if isinstance(it, dict):
+            out.update(it)
+        else:
+            out[it] = it
+    return out
+
+
+def li_pointing(out, clips, limit):
+    """Li's baselines and a random map, action in 8 of 16 frames: disk and box pointing at 7 px (Li's 112-px
+    tolerance) and 2 px (7 px scaled to 32-px frames), argmax ties, temporal pointing."""
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
+    go(out, "r2plus1d-small", ["random", "gradient", "gradcam", "excitation_backprop", "saliency_tubes"], metrics,
+       clips=clips, limit=limit, render={"action_frames": 8})
+
+
+def li_masks(out, clips, limit):
+    """EP-3D and STEP (Li's settings, area 0.1) on the first clips of li_pointing, the same metrics."""
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
+    go(out, "r2plus1d-small", ["ep3d", "step"], metrics, clips=clips, limit=limit, render={"action_frames": 8},
+       batch_size=2, save_maps=True)
+
+
+def li_masks_scaled(out, clips, limit):
+    """EP-3D and STEP with Li et al.'s 112-pixel constants scaled to the 32-pixel frames (control-point pitch 7 ->
+    2, sigma 11 -> 3, STEP's ellipsoid 11 x 11 -> 3 x 3 pixels, 7 frames kept), on the clips of li_masks."""
+    from jaxvx import methods as jm
+    from jaxvx.explain import EXTREMAL_AREA
+
+    model, variables, card = load("r2plus1d-small")
+    meths = {"ep3d_scaled": (jm.ep3d(EXTREMAL_AREA, step=2, sigma=3.0)),
+             "step_scaled": (jm.step(EXTREMAL_AREA, step=2, sigma=3.0,
+                                                       kernel_size=3))}
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
+    t0 = time.perf_counter()
+    res = _run(source(card, clips, action_frames=8), model, meths, variables=variables,
+                       transforms=[sum_channels()], metrics=metrics, batch_size=2, length=16,
+                       preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
+                       save_maps=True, provenance={"checkpoint": "r2plus1d-small"})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
+def li_deletion(out, clips, limit):
+    """Deletion and insertion over frames (the area over the perturbation curve and its AUC) for Li's baselines
+    and a random map, on the li_pointing clips."""
+    go(out, "r2plus1d-small", ["random", "gradient", "gradcam", "excitation_backprop", "saliency_tubes"],
+       ["deletion_frames", "insertion_frames"], clips=clips, limit=limit, render={"action_frames": 8})
+
+
+def jaya_tsr_clean(out, clips, limit):
+    """TSR and a random map on walk_run clips without distractors (key-frame correlation, temporal pointing)."""
+    go(out, "lstm-ica-small", ["random", "tsr"], ["temporal_pointing_game", "keyframe_correlation",
+                                                   "spatial_pointing_game"],
+       clips=clips, limit=limit, render={"action_frames": 8, "distractors": 0})
+
+
+def li_table4(out, clips, limit):
+    """Li et al.'s Table 4 variants with the scaled constants of li_masks_scaled: EP-3D-Evenly (the area loss per
+    frame) and EP-3D with the control points smoothed in time by a Gaussian of sigma 1, 2 and 4 frames."""
+    from jaxvx import methods as jm
+    from jaxvx.explain import EXTREMAL_AREA
+
+    model, variables, card = load("r2plus1d-small")
+    kw = dict(step=2, sigma=3.0)
+    meths = {"ep3d_evenly": (jm.ep3d(EXTREMAL_AREA, evenly=True, **kw))}
+    for ts in (1, 2, 4):
+        meths[f"ep3d_temporal_sigma{ts}"] = (jm.ep3d(EXTREMAL_AREA, temporal_sigma=float(ts), **kw))
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
+    t0 = time.perf_counter()
+    res = _run(source(card, clips, action_frames=8), model, meths, variables=variables,
+                       transforms=[sum_channels()], metrics=metrics, batch_size=2, length=16,
+                       preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
+                       provenance={"checkpoint": "r2plus1d-small"})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
+def chance_jaya(out, clips, limit):
+    """Random maps on Jayawardhana's setting, and frame masking / the gradient on clips without distractors."""
+    metrics = ["temporal_pointing_game", "keyframe_correlation", "spatial_pointing_game"]
+    go(f"{out}/distractors", "lstm-ica-small", ["random"], metrics, clips=clips, limit=limit,
+       render={"action_frames": 8})
+    go(f"{out}/no_distractors", "lstm-ica-small", ["random", "frame_masking", "gradient"], metrics, clips=clips,
+       limit=limit, render={"action_frames": 8, "distractors": 0})
+
+
+def hiley_padding(out, clips, limit):
+    """Selective relevance with zero and edge padding; deep Taylor with proportional max pooling beside WTA."""
+    names = ["deep_taylor", "deep_taylor_proportional", "gradcam", "guided_backprop", "guided_gradcam", "random"]
+    base = ["motion_precision", "motion_precision_flow", "spatial_pointing_game"]
+    go(f"{out}/raw", "c3d-small", names, _flat(base + [{"end_frames": end_frames}]), clips=clips, limit=limit)
+    for pad in ("zeros", "edge"):
+        go(f"{out}/{pad}", "c3d-small", names, _flat(base + ["selectivity", {"end_frames": end_frames}]),
+           clips=clips, limit=limit, transforms=[selective(4.0, padding=pad)])
+
+
+def _weighted_true(rel, batch):
+    from jaxvx.metrics import motion_precision
+    return motion_precision(rel, batch["motion"], weighted=True)
+
+
+def _positive_share(rel, batch):
+    """The share of the voxels where the channel-summed map is > 0 (motion precision counts these voxels)."""
+    return (_map(rel) > 0).mean(axis=(1, 2, 3))
+
+
+def hiley_weighted(out, clips, limit):
+    """Motion precision as a share of positive relevance (weighted) beside the share of voxels (the library's
+    default), and how many voxels are positive at all, raw and after selective relevance (sigma 4, zero padding)."""
+    names = ["deep_taylor", "deep_taylor_proportional", "gradcam", "guided_backprop", "guided_gradcam", "random"]
+    metrics = {"motion_precision": "motion_precision", "motion_precision_weighted": _weighted_true,
+               "positive_share": _positive_share}
+    go(f"{out}/raw", "c3d-small", names, metrics, clips=clips, limit=limit)
+    go(f"{out}/zeros", "c3d-small", names, metrics, clips=clips, limit=limit, transforms=[selective(4.0)])
+
+
+def dtd_proportional_steps(out, clips, limit):
+    """Anders' step sweep and lookahead for deep Taylor with proportional max pooling, and a random map."""
+    model, variables, card = load("c3d-small")
+    meths, model, variables = methods_for(["deep_taylor_proportional", "random"], model, variables, card)
+    common = dict(variables=variables, transforms=[sum_channels()], metrics=["frame_share"], batch_size=8,
+                  length=16, preprocess=dict(card.get("preprocess", {})), limit=limit, progress=False)
+    t0 = time.perf_counter()
+    sw = pipeline.sweep(source(card, clips, num_frames=512), model, meths,
+                        steps=["1/16", "1/4", 1, 4, 16, 32], out=f"{out}/steps", **common)
+    print(f"== {out}/steps: {time.perf_counter() - t0:.0f} s\n{sw.markdown}", flush=True)
+    t0 = time.perf_counter()
+    sw = pipeline.sweep(source(card, clips, num_frames=24, title_frames=8), model, meths,
+                        offsets=[0, 2, 4, 6, 8], out=f"{out}/lookahead", **common)
+    print(f"== {out}/lookahead: {time.perf_counter() - t0:.0f} s\n{sw.markdown}", flush=True)
+
+
+class _Centred:
+    """Each clip's 16 frames sampled at ``step`` around the centre of its action segment (clamped to the clip;
+    outside the segment the actor stands still, so clamping repeats a still frame)."""
+
+    def __init__(self, src, step):
+        self.src, self.step = src, float(step)
+
+    def __len__(self):
+        return len(self.src)
+
+    def __getitem__(self, i):
+        rec = self.src[i]
+        s, e = (int(v) for v in rec["segment"])
+        c = (s + e - 1) / 2.0
+        idx = np.clip(np.round(c + (np.arange(16) - 7.5) * self.step).astype(int), 0, len(rec["video"]) - 1)
+        return {"video": rec["video"][idx], "label": rec["label"]}
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def steps_both_sides(out, clips, limit):
+    """Accuracy and B at steps on both sides of the training step: 512-frame clips whose action fills 64 frames
+    (the training time scale is step 4), 16 frames sampled around the action's centre at steps 1/4 to 32."""
+    model, variables, card = load("c3d-small")
+    meths, model, variables = methods_for(["deep_taylor", "sensitivity", "random"], model, variables, card)
+    src = source(card, clips, num_frames=512, action_frames=64)
+    records = [src[i] for i in range(clips if limit is None else min(limit, clips))]
+    for step in ("1/4", "1/2", "1", "2", "4", "8", "16", "32"):
+        from fractions import Fraction
+        recs = _Centred(records, Fraction(step))
+        go(f"{out}/step-{step.replace('/', '_')}", "c3d-small", ["deep_taylor", "sensitivity", "random"],
+           ["frame_share"], clips=clips, records=[recs[i] for i in range(len(recs))])
+
+
+def hiley_sigma2(out, clips, limit):
+    """Selective relevance at 2 standard deviations (Hiley et al. found it unhelpful for Grad-CAM)."""
+    names = ["deep_taylor", "gradcam", "guided_backprop", "guided_gradcam", "random"]
+    go(out, "c3d-small", names, _flat(["motion_precision", "motion_precision_flow", "selectivity",
+                                        {"end_frames": end_frames}]),
+       clips=clips, limit=limit, transforms=[selective(2.0)])
+
+
+def li_cnnlstm(out, clips, limit):
+    """Li et al.'s CNN-LSTM column: contrastive excitation backprop (cEB-R), the gradient and a random map on
+    cnnlstm-small, action in 8 of 16 frames."""
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
+    go(out, "cnnlstm-small", ["random", "gradient", "contrastive_excitation_backprop"], metrics, clips=clips,
+       limit=limit, render={"action_frames": 8})
+
+
+def jaya_lstm(out, clips, limit):
+    """Input-cell attention against the plain LSTM: per-frame shares of the gradient, sensitivity and frame masking on
+    walk_run clips with the action in 8 of 16 frames (results.md splits the clips by where the action lies)."""
+    for name in ("lstm-small", "lstm-ica-small"):
+        go(f"{out}/{name}", name, ["random", "gradient", "sensitivity", "frame_masking"],
+           ["temporal_pointing_game", "frame_share"], clips=clips, limit=limit, render={"action_frames": 8})
+
+
+VIDEOS = ("arm_wrestling.mp4", "basketball.mp4", "cleaning_pool.mp4", "ucf101_apply_eye_makeup.avi",
+          "ntu_rgbd_S001C001P001R001A001.avi")
+
+
+def _real_snippets(root, offsets, span):
+    """One record per (clip, offset): the clip's frames from ``offset`` on (``span`` of them), short side brought
+    to 256 first (the I3D's preprocessing then crops 224), label 0 (real clips have no label for our purposes:
+    every method explains the predicted class)."""
+    import cv2
+
+    from jaxvx.io import read_video
+
+    records = []
+    for name in VIDEOS:
+        frames = read_video(f"{root}/{name}", max_frames=max(offsets) + span)
+        h, w = frames.shape[1:3]
+        k = 256 / min(h, w)
+        frames = np.stack([cv2.resize(f, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+                           for f in frames])
+        for o in offsets:
+            if o + span <= len(frames):
+                records.append({"video": frames[o:o + span], "label": 0, "clip": name, "offset": o})
+    return records
+
+
+def i3d_real(out, clips, limit, root="/work/shared/videos"):
+    """The I3D on the real clips: Anders' B over the step (1, 2) and L over the snippets' offsets, Hiley's
+    selective relevance against Farneback flow, on the snippets of 16 (x step) frames at offsets 0 and 48 of each
+    clip (10 snippets of 5 clips; about 15 s a snippet on 2 CPU cores beside the compilations)."""
+    model, variables, card = load("i3d-kinetics400")
+    names = ["deep_taylor", "sensitivity", "guided_backprop", "random"]
+    meths, model, variables = methods_for(names, model, variables, card)
+    records = _real_snippets(root, (0, 48), 32)
+    print(f"{len(records)} snippets of {len(VIDEOS)} clips: "
+          + ", ".join(f"{r['clip']}@{r['offset']}" for r in records), flush=True)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    common = dict(variables=variables, batch_size=1, length=16, preprocess=dict(card.get("preprocess", {})),
+                  target="predicted", progress=False,
+                  provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
+    t0 = time.perf_counter()
+    sw = pipeline.sweep(keep, model, {k: meths[k] for k in ("deep_taylor", "sensitivity", "random")},
+                        steps=[1, 2], out=f"{out}/steps", transforms=[sum_channels()], metrics=["frame_share"],
+                        **common)
+    print(f"== {out}/steps: {time.perf_counter() - t0:.0f} s\n{sw.markdown}", flush=True)
+    from jaxvx import metrics as jm
+
+    def raw_flow(rel, batch):  # the raw map's flow precision, in the same pass as the selected one's
+        return jm.motion_precision(_map(batch["raw"]), batch["flow"], threshold=0.5)
+
+    t0 = time.perf_counter()
+    res = _run(keep, model, {k: meths[k] for k in ("deep_taylor", "guided_backprop", "random")},
+                       transforms=[sum_channels(), selective(4.0)],
+                       metrics={"motion_precision_flow": "motion_precision_flow", "raw_flow_precision": raw_flow,
+                                "selectivity": "selectivity"},
+                       out=f"{out}/selective", save_maps=True, **common)
+    print(f"== {out}/selective: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
+def i3d_untrained(out, clips, limit, root="/work/shared/videos"):
+    """The I3D's architecture alone: B and L of deep Taylor and sensitivity on the same real snippets with the
+    I3D's variables re-initialised at random (Flax's default initialisers, seed 0): what an untrained I3D gives,
+    as DTD-u does for C3D."""
+    model, _, card = load("i3d-kinetics400")
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 224, 224, 3), jnp.float32))
+    meths, model, variables = methods_for(["deep_taylor", "sensitivity"], model, variables, card)
+    records = _real_snippets(root, (0, 48), 32)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    t0 = time.perf_counter()
+    res = _run(keep, model, meths, variables=variables, transforms=[sum_channels()], metrics=["frame_share"],
+                       batch_size=1, length=16, preprocess=dict(card.get("preprocess", {})), target="predicted",
+                       progress=False, out=out, provenance={"checkpoint": "i3d-kinetics400, re-initialised"})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
+def _kept_where(rel, batch):
+    """Of the map's non-zero positions: the share in the last frame, in the last 5 frames, within 2 px of the
+    frame's edge, and in the 2 rightmost columns (a 2-px border is 3.5 % of a 224 x 224 frame, 2 columns 0.9 %)."""
+    nz = (_map(rel) != 0).astype(jnp.float32)
+    total = jnp.maximum(nz.sum(axis=(1, 2, 3)), 1)
+    border = nz.at[:, :, 2:-2, 2:-2].set(0)
+    return {"kept_last_frame": nz[:, -1].sum(axis=(1, 2)) / total,
+            "kept_last5_frames": nz[:, -5:].sum(axis=(1, 2, 3)) / total,
+            "kept_border2": border.sum(axis=(1, 2, 3)) / total,
+            "kept_right2": nz[..., -2:].sum(axis=(1, 2, 3)) / total}
+
+
+def i3d_edges(out, clips, limit, root="/work/shared/videos"):
+    """Where deep Taylor's selected voxels lie on the real snippets, trained I3D against re-initialised: is the
+    pile-up in the last frames and at the right edge the architecture's?"""
+    model, trained, card = load("i3d-kinetics400")
+    fresh = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 224, 224, 3), jnp.float32))
+    records = _real_snippets(root, (0, 48), 32)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    for name, variables in (("trained", trained), ("reinitialised", fresh)):
+        meths, m, v = methods_for(["deep_taylor", "random"], model, variables, card)
+        t0 = time.perf_counter()
+        res = _run(keep, m, meths, variables=v, transforms=[sum_channels(), selective(4.0)],
+                           metrics={"kept": _kept_where}, batch_size=1, length=16,
+                           preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False,
+                           out=f"{out}/{name}", provenance={"checkpoint": f"i3d-kinetics400, {name}"})
+        print(f"== {out}/{name}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
+EXPERIMENTS = {f.__name__: f for f in (chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
+                                       dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
+                                       jaya_lstm, i3d_real, li_masks_scaled,
+                                       i3d_untrained, hiley_weighted, li_deletion, jaya_tsr_clean,
+                                       i3d_edges, li_table4)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out")
+    p.add_argument("names", nargs="+", choices=sorted(EXPERIMENTS))
+    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--limit", type=int, default=None)
+    a = p.parse_args(argv)
+    for name in a.names:
+        t0 = time.perf_counter()
+        EXPERIMENTS[name](f"{a.out}/{name}", a.clips, a.limit)
+        print(f"==== {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
