@@ -29,6 +29,10 @@ while IFS= read -r line; do
 done <<'COMMANDS'
 # shipped (jaxvx/shipped_checkpoints/*.json records each line as "command"):
 jaxvx train --model c3d-small --data synthetic --steps 4000 --batch-size 8 --lr 0.001 --seed 0 --out jaxvx/shipped_checkpoints
+# analysis checkpoints for docs/results.md: title cards in training (Anders' lookahead; it starts from c3d-small: keep
+# it after it) and a known context cue (Hiley)
+jaxvx train --model c3d-small-titles --data synthetic --steps 1500 --batch-size 8 --lr 0.0005 --seed 0 --out jaxvx/shipped_checkpoints
+jaxvx train --model c3d-small-cue --data synthetic --steps 4000 --batch-size 8 --lr 0.001 --seed 0 --out jaxvx/shipped_checkpoints
 jaxvx train --model c3d-small-untrained --data synthetic --seed 0 --out jaxvx/shipped_checkpoints
 jaxvx train --model lstm-small --data synthetic --steps 2000 --batch-size 8 --lr 0.001 --seed 0 --out jaxvx/shipped_checkpoints
 # these two start their per-frame CNN from jaxvx/shipped_checkpoints/lstm-small (recipe init_from): keep them after it

@@ -265,8 +265,12 @@ def test_card_problems(saved):
 
 # ------------------------------------------------------------------------------------------------ shipped ones
 SHIPPED = sorted(p.stem for p in SHIPPED_DIR.glob("*.json"))
-# The models issue asks for 90 % test accuracy of every trained checkpoint.
+# The models issue asks for 90 % test accuracy of every trained checkpoint; the analysis checkpoints are held to
+# what makes them useful instead (ANALYSIS below).
 TARGET_TEST_ACCURACY = 0.9
+# c3d-small-titles is tested on snippets that may hold 8 title frames and only 8 of action; c3d-small-cue on
+# clips whose badge is random, where a model that leans on the badge must lose accuracy.
+ANALYSIS = {"c3d-small-titles": 0.75, "c3d-small-cue": 0.0}
 REQUIRED = ("architecture", "num_classes", "class_names", "input_shape", "preprocess", "data", "seed", "optimizer",
             "steps", "train_accuracy", "test_accuracy", "train_time_s", "wall_time_s", "machine", "param_count",
             "command", "jaxvx_version", "sha256")
@@ -293,7 +297,8 @@ def test_shipped_cards_match_the_training_script():
         assert card["param_count"] * 4 <= size < card["param_count"] * 4 * 1.2 + 1e5
         assert len(card["class_names"]) == card["num_classes"]
         if card.get("trained", True):
-            assert card["test_accuracy"] >= TARGET_TEST_ACCURACY and card["test_accuracy_clips"] >= 500, name
+            floor = ANALYSIS.get(name, TARGET_TEST_ACCURACY)
+            assert card["test_accuracy"] >= floor and card["test_accuracy_clips"] >= 500, name
             assert card["train_time_s"] <= 20 * 60, name
         else:
             assert card["steps"] == 0 and "untrained" in card["notes"].lower()
@@ -309,13 +314,43 @@ def test_shipped_checkpoint_loads_and_classifies(name):
     ds = jaxvx.data.synthetic("test", num_clips=60, **cfg)
     batch = ds.batch(range(60), keys=["video", "label"])
     x = jaxvx.io.preprocess(batch["video"], **card["preprocess"])
+    x = jaxvx.train.snippets(jaxvx.train.Recipe.from_dict(card["recipe"]), "test", x)  # as the card's test split
     assert list(x.shape[1:]) == card["input_shape"]
     logits = jax.jit(lambda v, x: model.apply(v, x))(variables, x)
     acc = float(np.mean(np.argmax(np.asarray(logits), -1) == batch["label"]))
     if card.get("trained", True):
-        assert acc >= TARGET_TEST_ACCURACY - 0.1, (name, acc)  # 60 clips: some slack
+        assert acc >= min(card["test_accuracy"], TARGET_TEST_ACCURACY) - 0.1, (name, acc)  # 60 clips: some slack
     else:
         assert acc <= 0.5, (name, acc)  # chance is 1 / num_classes
+
+
+@pytest.mark.slow
+def test_the_cue_checkpoint_leans_on_its_cue_and_the_titles_one_has_seen_title_cards():
+    """c3d-small-cue: on test clips whose badge names another class it follows the badge far more often than
+    c3d-small does (which never saw a meaningful badge); c3d-small-titles: on snippets opening with 8 title frames
+    it is more accurate than c3d-small, which was never shown one."""
+    cue_card = checkpoints.load_card("c3d-small-cue")
+    ds = jaxvx.data.synthetic("test", num_clips=100, **dict(cue_card["data"]["config"]))
+    batch = ds.batch(range(100), keys=["video", "label", "cue_label"])
+    differs = batch["cue_label"] != batch["label"]
+    follows = {}
+    for name in ("c3d-small-cue", "c3d-small"):
+        model, variables, card = checkpoints.load(name)
+        x = jaxvx.io.preprocess(batch["video"], **card["preprocess"])
+        pred = np.argmax(np.asarray(jax.jit(lambda v, x: model.apply(v, x))(variables, x)), -1)
+        follows[name] = float(np.mean(pred[differs] == batch["cue_label"][differs]))
+    assert follows["c3d-small-cue"] >= 0.5 and follows["c3d-small"] <= 0.1, follows
+
+    titles = jaxvx.data.synthetic("test", num_clips=100, num_frames=16, title_frames=8, height=64, width=64,
+                                  variant="motion", flow=False)
+    batch = titles.batch(range(100), keys=["video", "label"])
+    acc = {}
+    for name in ("c3d-small-titles", "c3d-small"):
+        model, variables, card = checkpoints.load(name)
+        x = jaxvx.io.preprocess(batch["video"], **card["preprocess"])
+        pred = np.argmax(np.asarray(jax.jit(lambda v, x: model.apply(v, x))(variables, x)), -1)
+        acc[name] = float(np.mean(pred == batch["label"]))
+    assert acc["c3d-small-titles"] > acc["c3d-small"] + 0.1, acc
 
 
 @pytest.mark.slow

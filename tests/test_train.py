@@ -102,6 +102,28 @@ def test_batch_indices_are_distinct_and_reproducible():
 
 # ------------------------------------------------------------------------------------------------- train step
 @pytest.mark.slow
+def test_snippets_cut_each_clip_at_its_own_reproducible_offset():
+    """snippet_offsets = k: clips of T + k frames rendered, clip i cut at a start in [0, k] drawn from (data_seed,
+    split, i): the snippet equals the clip's frames there, starts differ between clips and splits, reruns agree."""
+    recipe = dataclasses.replace(TINY, snippet_offsets=5, data_kwargs={"title_frames": 5})
+    ds = T._data.dataset(recipe, "train", 12)
+    assert ds.config.num_frames == 8 + 5
+    v = ds.batch(np.arange(12), keys=["video"])["video"]
+    cut = T.snippets(recipe, "train", v)
+    starts = T._data.snippet_starts(recipe, "train", 12)
+    assert cut.shape == (12, 8, 16, 16, 3) and starts.min() >= 0 and starts.max() <= 5
+    assert len(set(starts.tolist())) > 1
+    for i, s0 in enumerate(starts):
+        np.testing.assert_array_equal(cut[i], v[i, s0:s0 + 8])
+    np.testing.assert_array_equal(starts, T._data.snippet_starts(recipe, "train", 12))
+    assert not np.array_equal(starts, T._data.snippet_starts(recipe, "test", 12))
+    assert T.snippets(TINY, "train", v) is v  # k = 0: the clips unchanged
+    with pytest.raises(ValueError, match="num_frames \\+ snippet_offsets = 13"):
+        T.snippets(recipe, "train", v[:, :9])
+    with pytest.raises(ValueError, match="snippet_offsets must be >= 0"):
+        dataclasses.replace(TINY, snippet_offsets=-1).validate()
+
+
 def test_train_step_matches_hand_written_sgd():
     """One SGD step (no warm-up, no decay in the first step, Nesterov) against a direct gradient + formula."""
     recipe = dataclasses.replace(TINY, optimizer="sgd", lr=0.05, warmup_steps=0, weight_decay=0.0, steps=1000)

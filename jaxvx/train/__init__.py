@@ -9,7 +9,8 @@ hyper-parameters. :func:`train` runs a recipe, and the command line ``jaxvx trai
 Training (see :func:`train` for the details):
 
 - data: a fixed training set of ``train_clips`` clips rendered once by :func:`jaxvx.data.synthetic` at the model's
-  input size and held in memory as uint8; each step draws ``batch_size`` of them without replacement from a NumPy
+  input size (cut into snippets at random offsets when the recipe's ``snippet_offsets`` says so: :func:`snippets`)
+  and held in memory as uint8; each step draws ``batch_size`` of them without replacement from a NumPy
   generator seeded by ``(seed, step)``, so a resumed run sees the same batches. Clips are normalised inside the step:
   ``x = (v / 255 - mean) / std`` per channel (recorded in the card as ``preprocess``, kwargs for
   :func:`jaxvx.io.preprocess`).
@@ -32,6 +33,7 @@ card), :mod:`._loop` (:func:`train`), :mod:`._cli` (``jaxvx train``).
 """
 
 from jaxvx.train._cli import cli
+from jaxvx.train._data import snippets
 from jaxvx.train._loop import TrainResult, train
 from jaxvx.train._recipes import RECIPES, Recipe, get_recipe, recipes
 from jaxvx.train._step import TrainState, make_eval_fn, make_optimizer, make_train_step, normalize
@@ -47,6 +49,7 @@ __all__ = [
     "make_train_step",
     "make_eval_fn",
     "normalize",
+    "snippets",
     "train",
     "cli",
 ]

@@ -14,7 +14,9 @@ import numpy as np
 
 from jaxvx.train._recipes import Recipe
 
-__all__ = ["batch_indices", "dataset", "downsampler", "render"]
+__all__ = ["batch_indices", "dataset", "downsampler", "render", "snippets"]
+
+_SPLIT_CODES = {"train": 0, "test": 1, "curriculum": 2}
 
 
 def dataset(recipe: Recipe, split: str, num_clips: int, extra: Mapping[str, Any] | None = None):
@@ -25,7 +27,7 @@ def dataset(recipe: Recipe, split: str, num_clips: int, extra: Mapping[str, Any]
         split,
         variant=recipe.variant,
         num_clips=num_clips,
-        num_frames=recipe.num_frames,
+        num_frames=recipe.num_frames + recipe.snippet_offsets,
         height=recipe.height * recipe.render_scale,
         width=recipe.width * recipe.render_scale,
         seed=recipe.data_seed,
@@ -60,6 +62,30 @@ def render(ds, n: int, progress: bool, desc: str, down: Callable | None = None) 
             labels.append(np.asarray(b["label"], np.int32))
             bar.update(len(labels[-1]))
     return np.concatenate(videos), np.concatenate(labels)
+
+
+def snippet_starts(recipe: Recipe, split: str, n: int) -> np.ndarray:
+    """int ``[n]``: the start frame of each clip's snippet, uniform in ``[0, recipe.snippet_offsets]`` from
+    ``numpy.random.default_rng([data_seed, split code, index])`` (0 everywhere when ``snippet_offsets == 0``)."""
+    k = int(recipe.snippet_offsets)
+    if k == 0:
+        return np.zeros(n, np.int64)
+    code = _SPLIT_CODES[split]
+    return np.array([np.random.default_rng([recipe.data_seed, code, i]).integers(0, k + 1) for i in range(n)])
+
+
+def snippets(recipe: Recipe, split: str, videos: np.ndarray) -> np.ndarray:
+    """``[N, T + k, H, W, 3]`` -> ``[N, T, H, W, 3]``: clip ``i`` cut at :func:`snippet_starts`'s frame (the clips
+    unchanged when ``k = recipe.snippet_offsets`` is 0)."""
+    k, t = int(recipe.snippet_offsets), int(recipe.num_frames)
+    if k == 0:
+        return videos
+    if videos.shape[1] != t + k:
+        raise ValueError(f"snippets: videos must have num_frames + snippet_offsets = {t + k} frames, "
+                         f"got shape {videos.shape}")
+    starts = snippet_starts(recipe, split, len(videos))
+    frames = starts[:, None] + np.arange(t)[None, :]
+    return np.take_along_axis(videos, frames[:, :, None, None, None], axis=1)
 
 
 def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:

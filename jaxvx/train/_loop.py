@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvx.train._card import command_line, model_card
-from jaxvx.train._data import batch_indices, dataset, downsampler, render
+from jaxvx.train._data import batch_indices, dataset, downsampler, render, snippets
 from jaxvx.train._recipes import Recipe, get_recipe
 from jaxvx.train._state import init_from_checkpoint, load_state, save_state
 from jaxvx.train._step import PRNG_IMPL, TrainState, accuracy, cached, make_eval_fn, make_optimizer, make_train_step, \
@@ -118,14 +118,17 @@ def train(
     num_classes = len(class_names) if class_names else int(getattr(test_ds, "num_classes"))
     down = downsampler(recipe)
     test_v, test_y = render(test_ds, recipe.test_clips, progress, "test clips", down)
+    test_v = snippets(recipe, "test", test_v)
     if recipe.trained:
         train_ds = dataset(recipe, "train", recipe.train_clips)
         train_v, train_y = render(train_ds, recipe.train_clips, progress, "train clips", down)
+        train_v = snippets(recipe, "train", train_v)
         data_cfg = train_ds.config.to_dict() if hasattr(train_ds, "config") else {}
         if recipe.curriculum_steps:
             n_easy = min(recipe.train_clips, recipe.curriculum_steps * recipe.batch_size)
             easy_ds = dataset(recipe, "train", n_easy, recipe.curriculum_data)
             easy_v, easy_y = render(easy_ds, n_easy, progress, "curriculum clips", down)
+            easy_v = snippets(recipe, "curriculum", easy_v)
     else:
         train_v = train_y = None
         data_cfg = test_ds.config.to_dict() if hasattr(test_ds, "config") else {}
