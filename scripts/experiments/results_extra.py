@@ -107,6 +107,10 @@ def methods_for(names, model, variables, card):
         if name == "random":
             out[name] = random_map()
             continue
+        if name == "frame_masking_accuracy":
+            from jaxvx import methods as jm
+            out[name] = jm.frame_masking(score="accuracy")
+            continue
         if name == "deep_taylor_proportional":
             from jaxvx import methods as jm
             low, high = _pixel_bounds(card)
@@ -210,6 +214,29 @@ def jaya_tsr_clean(out, clips, limit):
     go(out, "lstm-ica-small", ["random", "tsr"], ["temporal_pointing_game", "keyframe_correlation",
                                                    "spatial_pointing_game"],
        clips=clips, limit=limit, render={"action_frames": 8, "distractors": 0})
+
+
+def _flow_correlation(rel, batch):
+    """Pearson correlation over the frames between the map's per-frame mass (|R| summed over the frame) and the
+    mean magnitude of the Farneback flow from that frame to the next (NaN where either is constant)."""
+    per_t = jnp.abs(_map(rel)).sum(axis=(2, 3))
+    flow = jnp.sqrt((batch["flow"] ** 2).sum(-1)).mean(axis=(2, 3))
+    a = per_t - per_t.mean(axis=1, keepdims=True)
+    b = flow - flow.mean(axis=1, keepdims=True)
+    den = jnp.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    return jnp.where(den > 0, (a * b).sum(axis=1) / jnp.maximum(den, 1e-30), jnp.nan)
+
+
+def jaya_one_step(out, clips, limit):
+    """Jayawardhana et al.'s one-step rescaling (the gradient's magnitude scaled by frame masking's time
+    contribution, ``tsr_one_step``) beside frame masking scored by the logit and by accuracy (a frame counts when
+    masking it flips the decision), TSR and a random map, on the jayawardhana_temporal clips (with distractors);
+    each map's per-frame mass correlated with the Farneback flow's per-frame magnitude."""
+    names = ["random", "gradient", "tsr_one_step", "frame_masking", "frame_masking_accuracy", "tsr"]
+    go(out, "lstm-ica-small", names, _flat(["temporal_pointing_game", "keyframe_correlation",
+                                            "spatial_pointing_game", "motion_precision_flow",
+                                            {"flow_correlation": _flow_correlation}]),
+       clips=clips, limit=limit, render={"action_frames": 8})
 
 
 def li_table4(out, clips, limit):
@@ -449,7 +476,165 @@ def i3d_edges(out, clips, limit, root="/work/shared/videos"):
         print(f"== {out}/{name}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
-EXPERIMENTS = {f.__name__: f for f in (chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
+def _cue_where(rel, batch):
+    """The context cue's hold on a map: the share of its positive mass inside the cue's box (mapped to the model's
+    grid; the box is carried as ``boxes``), and the share of frames whose argmax falls inside it."""
+    r = jnp.maximum(_map(rel), 0)
+    box = batch["boxes"]  # [B, T, 4] x_min, y_min, x_max, y_max, inclusive; the same box in every frame
+    t, h, w = r.shape[1:]
+    ys = jnp.arange(h)[None, None, :, None]
+    xs = jnp.arange(w)[None, None, None, :]
+    inside = ((xs >= box[..., 0, None, None]) & (xs <= box[..., 2, None, None])
+              & (ys >= box[..., 1, None, None]) & (ys <= box[..., 3, None, None]))
+    total = r.sum(axis=(1, 2, 3))
+    share = jnp.where(total > 0, (r * inside).sum(axis=(1, 2, 3)) / jnp.maximum(total, 1e-30), jnp.nan)
+    flat = r.reshape(*r.shape[:2], -1)
+    peak = jnp.take_along_axis(inside.reshape(*r.shape[:2], -1), jnp.argmax(flat, axis=-1)[..., None], axis=-1)[..., 0]
+    has_mass = flat.max(axis=-1) > 0
+    hit = jnp.where(has_mass, peak, False).sum(axis=1) / jnp.maximum(has_mass.sum(axis=1), 1)
+    return {"cue_share": share, "cue_pointing": hit.astype(jnp.float32), "cue_area": inside.mean(axis=(1, 2, 3))}
+
+
+def _cue_records(card, clips, limit):
+    """Test clips with a random context cue (the cue model's test split; rendered the same way for the control),
+    the cue's box carried as every frame's ``boxes``; with the cue's and the actor's class per clip."""
+    src = source(card, clips, context_cue=0.8)
+    n = clips if limit is None else min(limit, clips)
+    records, cue_labels, labels = [], [], []
+    for i in range(n):
+        rec = src[i]
+        records.append({"video": rec["video"], "label": rec["label"],
+                        "boxes": np.repeat(np.asarray(rec["cue_box"], np.float32)[None], len(rec["video"]), 0)})
+        cue_labels.append(int(rec["cue_label"]))
+        labels.append(int(rec["label"]))
+    return records, np.array(cue_labels), np.array(labels)
+
+
+def hiley_cue(out, clips, limit):
+    """A known spatial bias: c3d-small-cue (trained with a badge whose colour gives the class in 80 % of the
+    training clips) beside c3d-small (never shown a meaningful badge), on test clips whose badge is random. How
+    much of each map lies on the badge, raw and after selective relevance (sigma 4, zero and edge padding); and
+    how often the cue model follows the badge instead of the motion."""
+    import json
+    import os
+
+    names = ["deep_taylor", "guided_backprop", "gradcam", "guided_gradcam", "random"]
+    for ckpt in ("c3d-small-cue", "c3d-small"):
+        model, variables, card = load(ckpt)
+        records, cue, labels = _cue_records(load("c3d-small-cue")[2], clips, limit)
+        from jaxvx import io
+        x = io.preprocess(np.stack([r["video"] for r in records]), **card["preprocess"])
+        apply = jax.jit(lambda v, x: model.apply(v, x))
+        pred = np.concatenate([np.asarray(apply(variables, x[i:i + 50])).argmax(-1) for i in range(0, len(x), 50)])
+        other = cue != labels
+        stats = {"clips": len(labels), "accuracy": float(np.mean(pred == labels)),
+                 "accuracy_cue_matches": float(np.mean(pred[~other] == labels[~other])) if (~other).any() else None,
+                 "accuracy_cue_differs": float(np.mean(pred[other] == labels[other])),
+                 "follows_cue_when_it_differs": float(np.mean(pred[other] == cue[other])),
+                 "cue_matches": int((~other).sum())}
+        os.makedirs(f"{out}/{ckpt}", exist_ok=True)
+        with open(f"{out}/{ckpt}/accuracy.json", "w") as f:
+            json.dump(stats, f, indent=1)
+        print(ckpt, stats, flush=True)
+        # the map of the predicted class: where the model's decision comes from
+        go(f"{out}/{ckpt}/raw", ckpt, names, {"cue": _cue_where}, clips=clips, records=records,
+           target="predicted")
+        for pad in ("zeros", "edge"):
+            go(f"{out}/{ckpt}/{pad}", ckpt, names, {"cue": _cue_where, "selectivity": "selectivity"}, clips=clips,
+               records=records, target="predicted", transforms=[selective(4.0, padding=pad)])
+
+
+def hiley_agreement(out, clips, limit):
+    """Hiley et al.'s Table 2 question, how much the baselines agree: the Jaccard index of the positive areas of
+    every pair of maps (:func:`jaxvx.metrics.agreement`), raw and after selective relevance (sigma 4), on
+    c3d-small's test clips, the labelled class explained; beside each pair the index two independent areas of the
+    same sizes would have (the chance level, which grows with the areas: a map positive everywhere agrees with any
+    map as much as that map covers)."""
+    import itertools
+    import json
+    import os
+
+    from jaxvx import io
+    from jaxvx.metrics import agreement, bootstrap_ci
+
+    names = ["deep_taylor", "guided_backprop", "gradcam", "guided_gradcam", "random"]
+    model, variables, card = load("c3d-small")
+    meths, model, variables = methods_for(names, model, variables, card)
+    src = source(card, clips)
+    n = clips if limit is None else min(limit, clips)
+    sel = selective(4.0)
+    fns = {k: jax.jit(lambda v, x, y, key, m=m: sel_pair(m(lambda z: model.apply(v, z), x, y, key=key), sel))
+           for k, m in meths.items()}
+    t0 = time.perf_counter()
+    raw = {k: [] for k in names}
+    kept = {k: [] for k in names}
+    for i in range(0, n, 20):
+        batch = src.batch(np.arange(i, min(i + 20, n)), keys=["video", "label"])
+        x = jnp.asarray(io.preprocess(batch["video"], **card["preprocess"]))
+        y = jnp.asarray(batch["label"], jnp.int32)
+        for k, fn in fns.items():
+            r, s_ = fn(variables, x, y, jax.random.fold_in(jax.random.PRNGKey(0), i))
+            raw[k].append(np.asarray(r))
+            kept[k].append(np.asarray(s_))
+    rows = []
+    for stage, maps in (("raw", raw), ("selective", kept)):
+        maps = {k: np.concatenate(v) for k, v in maps.items()}
+        for a, b in itertools.combinations(names, 2):
+            ci = bootstrap_ci(np.asarray(agreement(maps[a], maps[b])))
+            # chance: the expected Jaccard index of two independent areas of the maps' sizes, p q / (p + q - p q)
+            p, q = ((maps[k] > 0).mean(axis=(1, 2, 3)) for k in (a, b))
+            chance = float(np.nanmean(np.where(p + q > 0, p * q / np.maximum(p + q - p * q, 1e-12), np.nan)))
+            rows.append({"stage": stage, "a": a, "b": b, "mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n,
+                         "chance": chance})
+    os.makedirs(out, exist_ok=True)
+    with open(f"{out}/agreement.json", "w") as f:
+        json.dump({"clips": n, "seconds": time.perf_counter() - t0, "rows": rows}, f, indent=1)
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s", flush=True)
+    for r in rows:
+        print(f"{r['stage']:9s} {r['a']:16s} {r['b']:16s} {r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+              f"  chance {r['chance']:.3f}")
+
+
+def sel_pair(rel, sel):
+    """The channel-summed map and its selected version."""
+    r = _map(rel)
+    return r, sel(r)
+
+
+def _kept_sides(rel, batch):
+    """Of the map's non-zero positions: the share in the 2 outermost columns or rows on each side (0.9 % of a
+    224 x 224 frame each), and the share of the positive relevance there (the raw map's mass, before selection)."""
+    nz = (_map(rel) != 0).astype(jnp.float32)
+    total = jnp.maximum(nz.sum(axis=(1, 2, 3)), 1)
+    mass = jnp.maximum(_map(batch["raw"]), 0)
+    whole = jnp.maximum(mass.sum(axis=(1, 2, 3)), 1e-30)
+    sides = {"left": (slice(None), slice(0, 2)), "right": (slice(None), slice(-2, None)),
+             "top": (slice(0, 2), slice(None)), "bottom": (slice(-2, None), slice(None))}
+    out = {}
+    for side, (ys, xs) in sides.items():
+        out[f"kept_{side}2"] = nz[:, :, ys, xs].sum(axis=(1, 2, 3)) / total
+        out[f"raw_mass_{side}2"] = mass[:, :, ys, xs].sum(axis=(1, 2, 3)) / whole
+    return out
+
+
+def i3d_flip(out, clips, limit, root="/work/shared/videos"):
+    """Is the I3D's right-edge pile-up of deep Taylor's selected voxels the content's or the model's? The same
+    snippets mirrored left to right: content on the right moves to the left, the model's padding (TF "SAME": one
+    more zero on the right and bottom than on the left and top of every stride-2 layer of even size) stays."""
+    model, variables, card = load("i3d-kinetics400")
+    meths, model, variables = methods_for(["deep_taylor", "random"], model, variables, card)
+    records = _real_snippets(root, (0, 48), 32)
+    for name, flip in (("original", False), ("mirrored", True)):
+        keep = [{"video": r["video"][:, :, ::-1].copy() if flip else r["video"], "label": 0} for r in records][:limit]
+        t0 = time.perf_counter()
+        res = _run(keep, model, meths, variables=variables, transforms=[sum_channels(), selective(4.0)],
+                   metrics={"sides": _kept_sides}, batch_size=1, length=16,
+                   preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False,
+                   out=f"{out}/{name}", provenance={"checkpoint": "i3d-kinetics400", "mirrored": flip})
+        print(f"== {out}/{name}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
+EXPERIMENTS = {f.__name__: f for f in (hiley_agreement, hiley_cue, i3d_flip, jaya_one_step, chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
                                        dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
                                        jaya_lstm, i3d_real, li_masks_scaled,
                                        i3d_untrained, hiley_weighted, li_deletion, jaya_tsr_clean,
