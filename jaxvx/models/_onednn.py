@@ -45,10 +45,6 @@ _PLAIN_MAX_CHANNELS = 4
 # backward-data kernel and 119 ms for XLA's), with O >= 64 by its plain backward-data kernel (O = 64, batch 1:
 # 40 ms, flipped 57 ms, XLA 112 ms).
 _FLIPPED_MAX_OUT = 64
-# A strided such layer (the I3D's first, 7 x 7 x 7 of stride 2 from 3 channels) takes its input gradient as one
-# stride-1 forward convolution of the output gradient with the kernel's s_t s_h s_w phases stacked as output
-# channels, then a depth-to-space shuffle (:func:`_bwd_data_phases`): 16 x 224 x 224, O = 64, batch 1: 115 against
-# oneDNN's backward-data kernel's 179 ms under load (docs/performance.md).
 # how to get the library where it is missing (setup.py's switch, pyproject.toml's extra)
 _INSTALL = 'JAXVX_BUILD_ONEDNN=1 pip install "jaxvx[onednn]"'
 
@@ -162,36 +158,7 @@ def _bwd_data(g, w, geometry, in_size):
         pads = (strides, tuple(k - 1 - p for k, p in zip(w.shape[:3], lo)),
                 tuple(k - 1 - p for k, p in zip(w.shape[:3], hi)))
         return _call("fwd", g, flipped, (g.shape[0], *in_size, c), pads, True)
-    if c <= _PLAIN_MAX_CHANNELS and any(s > 1 for s in strides):
-        return _bwd_data_phases(g, w, geometry, in_size)
     return _call("bwd_data", g, w, (g.shape[0], *in_size, c), geometry, c > _PLAIN_MAX_CHANNELS)
-
-
-def _bwd_data_phases(g, w, geometry, in_size):
-    """The input gradient of a strided convolution as one stride-1 convolution and a depth-to-space shuffle.
-
-    Per axis, with stride ``s``, kernel size ``k`` and ``J = ceil(k / s)``: the padded input's position
-    ``p = s q + r`` (``0 <= r < s``) receives ``dx_pad[s q + r] = sum_j g[q - j] w[s j + r]`` over ``0 <= j < J``
-    (taps past ``k`` are zero): for each phase ``r`` a stride-1 full convolution of ``g`` with the sub-kernel
-    ``w[r::s]``. The ``s_t s_h s_w`` phases of the ``C`` input channels are stacked as ``s_t s_h s_w C`` output
-    channels of one forward convolution of ``g`` (``O`` channels) with the flipped, I/O-swapped sub-kernels and
-    ``J - 1`` zeros of padding per side; its output ``[B, Q_t, Q_h, Q_w, (r_t, r_h, r_w, C)]`` interleaved to
-    ``[B, s_t Q_t, s_h Q_h, s_w Q_w, C]`` is ``dx_pad``, and ``dx`` its window from ``pad_lo`` on.
-    """
-    strides, lo, _ = geometry
-    k3, (c, o) = w.shape[:3], w.shape[-2:]
-    taps = tuple(-(-k // s) for k, s in zip(k3, strides))
-    wp = jnp.pad(w, [(0, s * j - k) for k, s, j in zip(k3, strides, taps)] + [(0, 0), (0, 0)])
-    (st, sh, sw), (jt, jh, jw) = strides, taps
-    wp = wp.reshape(jt, st, jh, sh, jw, sw, c, o).transpose(0, 2, 4, 7, 1, 3, 5, 6)
-    wp = jnp.flip(wp, (0, 1, 2)).reshape(jt, jh, jw, o, st * sh * sw * c)
-    q = tuple(n + j - 1 for n, j in zip(g.shape[1:4], taps))
-    full = tuple(j - 1 for j in taps)
-    y = _call("fwd", g, wp, (g.shape[0], *q, st * sh * sw * c), ((1, 1, 1), full, full), True)
-    b = g.shape[0]
-    y = y.reshape(b, q[0], q[1], q[2], st, sh, sw, c).transpose(0, 1, 4, 2, 5, 3, 6, 7)
-    y = y.reshape(b, q[0] * st, q[1] * sh, q[2] * sw, c)
-    return y[:, lo[0]:lo[0] + in_size[0], lo[1]:lo[1] + in_size[1], lo[2]:lo[2] + in_size[2]]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
