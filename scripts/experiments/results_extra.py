@@ -209,6 +209,14 @@ def li_deletion(out, clips, limit):
        ["deletion_frames", "insertion_frames"], clips=clips, limit=limit, render={"action_frames": 8})
 
 
+def li_deletion_voxels(out, clips, limit):
+    """Deletion and insertion over voxels (20 steps of 5 % of the T x H x W positions, in the order of the
+    channel-summed map, all channels of a voxel at once) for Li's baselines and a random map, on the li_pointing
+    clips."""
+    go(out, "r2plus1d-small", ["random", "gradient", "gradcam", "excitation_backprop", "saliency_tubes"],
+       ["deletion_voxels", "insertion_voxels"], clips=clips, limit=limit, render={"action_frames": 8})
+
+
 def jaya_tsr_clean(out, clips, limit):
     """TSR and a random map on walk_run clips without distractors (key-frame correlation, temporal pointing)."""
     go(out, "lstm-ica-small", ["random", "tsr"], ["temporal_pointing_game", "keyframe_correlation",
@@ -601,6 +609,23 @@ def sel_pair(rel, sel):
     return r, sel(r)
 
 
+def i3d_deletion(out, clips, limit, root="/work/shared/videos"):
+    """Deletion and insertion over frames on the real snippets (pairs of frames per step: 8 steps, 9 forwards a
+    curve), deep Taylor, guided backprop, Grad-CAM at Mixed_5c and a random map, the predicted class followed."""
+    model, variables, card = load("i3d-kinetics400")
+    meths, model, variables = methods_for(["deep_taylor", "guided_backprop", "gradcam", "random"], model, variables,
+                                          card)
+    records = _real_snippets(root, (0, 48), 32)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    t0 = time.perf_counter()
+    res = _run(keep, model, meths, variables=variables, transforms=[sum_channels()],
+               metrics=["deletion_frames", "insertion_frames"], batch_size=1, length=16,
+               preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False, out=out,
+               metric_options=pipeline.MetricOptions(perturbation_steps=8),
+               provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
 def _kept_sides(rel, batch):
     """Of the map's non-zero positions: the share in the 2 outermost columns or rows on each side (0.9 % of a
     224 x 224 frame each), and the share of the positive relevance there (the raw map's mass, before selection)."""
@@ -634,7 +659,7 @@ def i3d_flip(out, clips, limit, root="/work/shared/videos"):
         print(f"== {out}/{name}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
-EXPERIMENTS = {f.__name__: f for f in (hiley_agreement, hiley_cue, i3d_flip, jaya_one_step, chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
+EXPERIMENTS = {f.__name__: f for f in (li_deletion_voxels, i3d_deletion, hiley_agreement, hiley_cue, i3d_flip, jaya_one_step, chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
                                        dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
                                        jaya_lstm, i3d_real, li_masks_scaled,
                                        i3d_untrained, hiley_weighted, li_deletion, jaya_tsr_clean,
