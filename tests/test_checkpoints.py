@@ -324,6 +324,13 @@ def test_shipped_checkpoint_loads_and_classifies(name):
         assert acc <= 0.5, (name, acc)  # chance is 1 / num_classes
 
 
+def _predict(name, videos):
+    """The shipped checkpoint ``name``'s predicted classes for uint8 clips, preprocessed as its card says."""
+    model, variables, card = checkpoints.load(name)
+    x = jaxvx.io.preprocess(videos, **card["preprocess"])
+    return np.argmax(np.asarray(jax.jit(lambda v, x: model.apply(v, x))(variables, x)), -1)
+
+
 @pytest.mark.slow
 def test_the_cue_checkpoint_leans_on_its_cue_and_the_titles_one_has_seen_title_cards():
     """c3d-small-cue: on test clips whose badge names another class it follows the badge far more often than
@@ -335,21 +342,15 @@ def test_the_cue_checkpoint_leans_on_its_cue_and_the_titles_one_has_seen_title_c
     differs = batch["cue_label"] != batch["label"]
     follows = {}
     for name in ("c3d-small-cue", "c3d-small"):
-        model, variables, card = checkpoints.load(name)
-        x = jaxvx.io.preprocess(batch["video"], **card["preprocess"])
-        pred = np.argmax(np.asarray(jax.jit(lambda v, x: model.apply(v, x))(variables, x)), -1)
+        pred = _predict(name, batch["video"])
         follows[name] = float(np.mean(pred[differs] == batch["cue_label"][differs]))
     assert follows["c3d-small-cue"] >= 0.5 and follows["c3d-small"] <= 0.1, follows
 
     titles = jaxvx.data.synthetic("test", num_clips=100, num_frames=16, title_frames=8, height=64, width=64,
                                   variant="motion", flow=False)
     batch = titles.batch(range(100), keys=["video", "label"])
-    acc = {}
-    for name in ("c3d-small-titles", "c3d-small"):
-        model, variables, card = checkpoints.load(name)
-        x = jaxvx.io.preprocess(batch["video"], **card["preprocess"])
-        pred = np.argmax(np.asarray(jax.jit(lambda v, x: model.apply(v, x))(variables, x)), -1)
-        acc[name] = float(np.mean(pred == batch["label"]))
+    acc = {name: float(np.mean(_predict(name, batch["video"]) == batch["label"]))
+           for name in ("c3d-small-titles", "c3d-small")}
     assert acc["c3d-small-titles"] > acc["c3d-small"] + 0.1, acc
 
 

@@ -207,4 +207,3 @@ def test_a_failing_self_check_falls_back_to_xla(monkeypatch):
         monkeypatch.undo()
         _onednn._load.cache_clear()
     assert _onednn.available()
-

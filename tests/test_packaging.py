@@ -160,7 +160,8 @@ def test_an_installed_wheel_finds_the_shipped_checkpoints(wheel, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env=env)
     assert r.returncode == 0, r.stderr
-    shipped = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "jaxvx" / "shipped_checkpoints").glob("*.json"))
+    shipped_dir = Path(__file__).resolve().parents[1] / "jaxvx" / "shipped_checkpoints"
+    shipped = sorted(p.stem for p in shipped_dir.glob("*.json"))
     assert all(repr(name) in r.stdout for name in shipped), (shipped, r.stdout)
     assert r.stdout.strip().endswith("c3d-small")
 

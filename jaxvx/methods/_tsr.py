@@ -132,7 +132,7 @@ def tsr(base: Callable, *, alpha: float = 0.55, block: Sequence[int] = (10, 10),
     check_batch_size(batch_size, allow_none=False)
     if time_from not in TIME_FROM:
         raise ValueError(f"time_from must be one of {TIME_FROM}, got {time_from!r}")
-    frame_scores = frame_masking(baseline=baseline, batch_size=batch_size).details
+    frame_scores = frame_masking(baseline=baseline, batch_size=batch_size).details if time_from == "score" else None
 
     @guarded
     def method(forward, video, target=None, *, key=None):

@@ -504,9 +504,10 @@ def _cue_where(rel, batch):
 
 
 def _cue_records(card, clips, limit):
-    """Test clips with a random context cue (the cue model's test split; rendered the same way for the control),
-    the cue's box carried as every frame's ``boxes``; with the cue's and the actor's class per clip."""
-    src = source(card, clips, context_cue=0.8)
+    """Test clips with a random context cue (the cue model's test split, whose badges are random whatever the
+    training rate), the cue's box carried as every frame's ``boxes``; with the cue's and the actor's class per
+    clip."""
+    src = source(card, clips)
     n = clips if limit is None else min(limit, clips)
     records, cue_labels, labels = [], [], []
     for i in range(n):
@@ -519,18 +520,19 @@ def _cue_records(card, clips, limit):
 
 
 def hiley_cue(out, clips, limit):
-    """A known spatial bias: c3d-small-cue (trained with a badge whose colour gives the class in 80 % of the
-    training clips) beside c3d-small (never shown a meaningful badge), on test clips whose badge is random. How
+    """A known spatial bias: c3d-small-cue (trained with a badge whose colour gives the class in every training
+    clip) beside c3d-small (never shown a meaningful badge), on test clips whose badge is random. How
     much of each map lies on the badge, raw and after selective relevance (sigma 4, zero and edge padding); and
     how often the cue model follows the badge instead of the motion."""
     import json
     import os
 
+    from jaxvx import io
+
     names = ["deep_taylor", "guided_backprop", "gradcam", "guided_gradcam", "random"]
+    records, cue, labels = _cue_records(checkpoints.load_card("c3d-small-cue"), clips, limit)  # one set for both
     for ckpt in ("c3d-small-cue", "c3d-small"):
         model, variables, card = load(ckpt)
-        records, cue, labels = _cue_records(load("c3d-small-cue")[2], clips, limit)
-        from jaxvx import io
         x = io.preprocess(np.stack([r["video"] for r in records]), **card["preprocess"])
         apply = jax.jit(lambda v, x: model.apply(v, x))
         pred = np.concatenate([np.asarray(apply(variables, x[i:i + 50])).argmax(-1) for i in range(0, len(x), 50)])
