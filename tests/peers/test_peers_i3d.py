@@ -112,10 +112,11 @@ def test_logits_match_flax(torch, flax_i3d, twin):
     assert r < TOL, (d, r)
 
 
-@pytest.mark.parametrize("kwargs", [{"pool_pad_value": 0.0}, {"eps_in_var": True}], ids=["pool_pad_0", "eps_in_var"])
+@pytest.mark.parametrize("kwargs", [{"pool_pad_value": 0.0}, {"eps_in_var": True}, {"tie_exact": True}],
+                         ids=["pool_pad_0", "eps_in_var", "tie_exact"])
 def test_variants_match_flax(torch, flax_i3d, kwargs):
-    """Max pools padded with 0 instead of -inf (every pool follows a ReLU) and BatchNorm's eps folded into the
-    running variance compute the same network."""
+    """Max pools padded with 0 instead of -inf (every pool follows a ReLU), BatchNorm's eps folded into the
+    running variance and the 1 x 1 x 1 convolutions summed channel by channel compute the same network."""
     variables, _, x, want, _ = flax_i3d
     with torch.no_grad():
         got = i3d_twin(torch, variables, **kwargs)(to_torch_layout(torch, x)).numpy()
@@ -243,9 +244,32 @@ def test_lrp_matches_zennit_in_float64(torch, flax_i3d, name):
     assert r < 1e-6, (d, r)
 
 
+def test_pointwise_twin_keeps_ties(torch, flax_i3d):
+    """The tie-exact twin's 1 x 1 x 1 convolutions give bitwise equal outputs at positions with equal inputs (as a
+    max pool makes them) and equal ``Conv3d``'s outputs to rounding."""
+    conv = dict(i3d_twin(torch, flax_i3d[0], tie_exact=True).double().named_modules())[
+        "Mixed_5b.Branch_3_Conv3d_0b_1x1.conv"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, conv.in_channels, 2, 7, 7, generator=g, dtype=torch.float64)
+    x = x[:, :, :, :, [0, 0, 1, 2, 2, 3, 3]][:, :, :, [0, 1, 1, 2, 3, 4, 4]].contiguous()  # copies along H and W
+    with torch.no_grad():
+        y = conv(x)
+        want = torch.nn.functional.conv3d(x, conv.weight)
+    d, r = rel_err(y.numpy(), want.numpy())
+    assert r < 1e-13, (d, r)
+    for a, b in [(0, 1), (3, 4), (5, 6)]:  # W copies
+        assert torch.equal(y[..., a], y[..., b])
+    for a, b in [(1, 2), (5, 6)]:  # H copies
+        assert torch.equal(y[:, :, :, a], y[:, :, :, b])
+    assert not torch.equal(y[..., 1], y[..., 2])
+
+
 def test_gradient_and_guided_backprop_match_captum_in_float64(torch, flax_i3d):
     """captum's Saliency and GuidedBackprop on the twin against jaxvx's gradient and guided backprop on jaxvx's
-    I3D, both in float64 (in float32 rounding flips ReLU masks and max-pool winners: see the gradient test above)."""
+    I3D, both in float64 (in float32 rounding flips ReLU masks and max-pool winners: see the gradient test above).
+    The twin is the tie-exact one: with torch's own 1 x 1 x 1 convolutions, copies that a max pool made round
+    apart, a later max pool picks other winners, and guided backprop (which clamps each copy's gradient on its
+    own) differs by 1.2e-3 relative near the high-side borders, while the gradient still agrees to 6e-16."""
     from captum.attr import GuidedBackprop, Saliency
 
     from jaxvx import methods
@@ -253,7 +277,7 @@ def test_gradient_and_guided_backprop_match_captum_in_float64(torch, flax_i3d):
 
     variables, _, x, logits, _ = flax_i3d
     target = int(np.argmax(logits))
-    model = i3d_twin(torch, variables).double()
+    model = i3d_twin(torch, variables, tie_exact=True).double()
     xt = to_torch_layout(torch, x).double()
     cases = [(Saliency(model).attribute(xt.clone().requires_grad_(True), target=target, abs=False),
               methods.gradient()),
