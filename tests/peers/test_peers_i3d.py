@@ -206,41 +206,74 @@ def test_zennit_merge_batchnorm(torch, flax_i3d):
     assert errs[True][1] < TOL, errs
 
 
-@pytest.mark.parametrize("name", ["epsilon_plus", "epsilon_alpha2_beta1"])
-def test_lrp_matches_zennit_in_float64(torch, flax_i3d, name):
-    """jaxvx's composites on jaxvx's I3D (BatchNorm folded by the engine) against zennit's with its
-    SequentialMergeBatchNorm canonizer on the twin, both in float64: equal to 1e-6 relative (measured 2.5e-7 for
-    epsilon_plus: the twin stores each running variance plus eps in float32, about 6e-8 of rounding per
-    BatchNorm, so float64 agreement stops near 1e-7). (In float32 the two
-    differ by rounding that flips ReLU masks and max-pool winners, as the plain gradient does above; the twin's
-    explicit TF-SAME pad modules would also change zennit's flat and z^B rules at the borders, so the composites
-    with those first-layer rules are compared on the small model of test_peers_own_model.)"""
-    from zennit.canonizers import SequentialMergeBatchNorm
-    from zennit.composites import EpsilonAlpha2Beta1, EpsilonPlus
-
-    from jaxvx import lrp, methods
+def _lrp_against_zennit(torch, variables, x, z_composite, j_composite, **twin_kwargs):
+    """``(max |diff|, relative)`` of jaxvx's ``j_composite`` on jaxvx's I3D (BatchNorm folded by the engine)
+    against zennit's ``z_composite`` (with SequentialMergeBatchNorm) on the twin, both in float64, for the top
+    logit of ``x`` ``[1, T, H, W, 3]``."""
+    from jaxvx import methods
     from jaxvx.models import I3D
 
-    variables, _, x, logits, _ = flax_i3d
-    target = int(np.argmax(logits))
-    z_comp, j_comp = {"epsilon_plus": (EpsilonPlus, lrp.epsilon_plus),
-                      "epsilon_alpha2_beta1": (EpsilonAlpha2Beta1, lrp.epsilon_alpha2_beta1)}[name]
-    model = i3d_twin(torch, variables, eps_in_var=True).double()
+    with jax.enable_x64(True):
+        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        forward = lambda v: I3D().apply(v64, v)  # noqa: E731
+        x64 = jnp.asarray(x, jnp.float64)
+        target = int(np.argmax(np.asarray(forward(x64))))
+        got = np.asarray(jax.jit(methods.lrp(j_composite), static_argnums=0)(forward, x64, jnp.asarray([target])))
+    model = i3d_twin(torch, variables, eps_in_var=True, **twin_kwargs).double()
     xt = to_torch_layout(torch, x).double().requires_grad_(True)
-    with z_comp(canonizers=[SequentialMergeBatchNorm()]).context(model) as modified:
+    with z_composite.context(model) as modified:
         out = modified(xt)
         seed = torch.zeros_like(out)
         seed[0, target] = out[0, target].detach()
         (rel,) = torch.autograd.grad(out, xt, grad_outputs=seed)
     want = to_flax_layout(rel)
-    with jax.enable_x64(True):
-        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
-        forward = lambda v: I3D().apply(v64, v)  # noqa: E731
-        got = np.asarray(jax.jit(methods.lrp(j_comp()), static_argnums=0)(
-            forward, jnp.asarray(x, jnp.float64), jnp.asarray([target])))
     assert got.dtype == np.float64 and np.abs(want).max() > 0
-    d, r = rel_err(got, want)
+    return rel_err(got, want)
+
+
+@pytest.mark.parametrize("name", ["epsilon_plus", "epsilon_alpha2_beta1"])
+def test_lrp_matches_zennit_in_float64(torch, flax_i3d, name):
+    """jaxvx's composites on jaxvx's I3D against zennit's with its SequentialMergeBatchNorm canonizer on the twin,
+    both in float64: equal to 1e-6 relative (measured 2.5e-7 for epsilon_plus: the twin stores each running
+    variance plus eps in float32, about 6e-8 of rounding per BatchNorm, so float64 agreement stops near 1e-7). (In
+    float32 the two differ by rounding that flips ReLU masks and max-pool winners, as the plain gradient does
+    above.)"""
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import EpsilonAlpha2Beta1, EpsilonPlus
+
+    from jaxvx import lrp
+
+    z_comp, j_comp = {"epsilon_plus": (EpsilonPlus, lrp.epsilon_plus),
+                      "epsilon_alpha2_beta1": (EpsilonAlpha2Beta1, lrp.epsilon_alpha2_beta1)}[name]
+    d, r = _lrp_against_zennit(torch, flax_i3d[0], flax_i3d[2], z_comp(canonizers=[SequentialMergeBatchNorm()]),
+                               j_comp())
     print(f"\nI3D {name} against zennit, float64: max |diff| {d:.3e}, relative {r:.3e}")
+    assert r < 1e-6, (d, r)
+
+
+@pytest.mark.parametrize("name", ["epsilon_plus_flat", "epsilon_gamma_box"])
+def test_first_layer_rules_match_zennit_in_float64(torch, flax_i3d, name):
+    """The composites with a first-layer rule of their own (flat, z^B on [-1, 1]) against zennit's EpsilonPlusFlat
+    and EpsilonGammaBox on a 9 x 223 x 223 clip: at odd sizes TF SAME pads the strided 7 x 7 x 7 convolution
+    (3, 3), so the twin gives it ``Conv3d``'s own padding (``odd_conv_pads``) and zennit's first-layer rules see
+    the clip itself, as jaxvx's do (at 224 the (2, 3) pads need a pad module in front, whose zeros zennit's flat
+    rule would count as inputs). 223 pixels and 9 frames still give one logit position (at 225 there are 2 x 2,
+    whose mean zennit passes as a plain gradient, ``R / 4`` each, where jaxvx's norm rule shares ``R`` in
+    proportion to the four logits). Equal to 1e-6 relative in float64."""
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
+
+    from jaxvx import lrp
+
+    canon = [SequentialMergeBatchNorm()]
+    z_comp, j_comp = {
+        "epsilon_plus_flat": (EpsilonPlusFlat(canonizers=canon), lrp.epsilon_plus_flat()),
+        "epsilon_gamma_box": (EpsilonGammaBox(low=-1.0, high=1.0, canonizers=canon),
+                              lrp.epsilon_gamma_box(low=-1.0, high=1.0)),
+    }[name]
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 9, 223, 223, 3)).astype(np.float32)
+    d, r = _lrp_against_zennit(torch, flax_i3d[0], x, z_comp, j_comp, odd_conv_pads=True)
+    print(f"\nI3D {name} against zennit on 9 x 223 x 223, float64: max |diff| {d:.3e}, relative {r:.3e}")
     assert r < 1e-6, (d, r)
 
 
