@@ -252,10 +252,11 @@ def _display_size(view: np.ndarray) -> np.ndarray:
 def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8.0) -> dict[str, str]:
     """Write the pictures and numbers of an explanation into folder ``out``; returns ``{kind: path}``.
 
-    - ``overlay.mp4``: the signed relevance over the frames (diverging colour map, 0.7 heat over grey), enlarged to
-      at least 224 pixels;
+    - ``overlay.mp4``: the signed relevance over the frames (diverging colour map, its opacity growing with
+      ``|R|``, scaled to the 99.5th percentile of ``|R|`` over the clip), enlarged to at least 224 pixels;
     - ``sheet.png`` and ``sheet.svg``: frames, then relevance and (if computed) selective relevance over the grey
-      frames, one row each, with a colour bar of each map's symmetric scale;
+      frames, one row each, with a colour bar of each map's symmetric scale (``±`` the 99.5th percentile of
+      ``|R|``; beyond it the colour saturates);
     - ``frame_share.png`` and ``frame_share.svg``: ``P_t`` with its quadratic (border effect B) and linear
       (lookahead L) fits, a panel each;
     - ``explanation.json``: the numbers, strict JSON (an undefined number, such as the motion precision of a
@@ -271,7 +272,7 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
     paths = {}
     big_view = _display_size(result.view)
     paths["overlay"] = os.path.join(out, "overlay.mp4")
-    write_video(paths["overlay"], overlay(big_view, result.relevance, weight="relevance"), fps)
+    write_video(paths["overlay"], overlay(big_view, result.relevance, weight="relevance", percentile=99.5), fps)
     rows = {f"{result.method} (target: {result.class_names[result.target]})": result.relevance}
     if result.selective is not None:
         rows[f"selective, sigma={result.selective_sigma:g}"] = result.selective
@@ -379,7 +380,8 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
             if len(window) == t_model:
                 clip = jnp.asarray(np.stack(window))[None]
                 target = jnp.argmax(predict(variables, clip), axis=-1).astype(jnp.int32)
-                frame = overlay(view, np.asarray(step(variables, clip, target))[None], weight="relevance")[0]
+                frame = overlay(view, np.asarray(step(variables, clip, target))[None], weight="relevance",
+                                percentile=99.5)[0]
                 explained += 1
             else:
                 frame = view[0]

@@ -2,7 +2,10 @@
 
 Images are uint8 ``[H, W, 3]`` RGB arrays; :func:`save_png` writes one. Relevance is signed: heatmaps use a
 diverging colour map centred on zero (blue negative, white zero, red positive, as zennit's ``bwr``), scaled per clip
-by the largest absolute value so that frames of one clip compare.
+so that frames of one clip compare: by the ``percentile``-th percentile of ``|R|`` over the clip (100: the largest
+absolute value; larger values saturate). The explanation sheet takes 99.5: relevance maps of real models are
+heavy-tailed (the I3D's deep Taylor map on a real clip has max ``|R|`` 19 times its 99.5th percentile, so scaled by
+the maximum the sheet shows almost no colour).
 
 The explanation sheet, the P_t plot and the sweep plot are matplotlib figures (``*_figure``): :func:`render` makes
 one an image, :func:`save_figure` writes it as PNG, SVG or PDF (text kept as text); ``explanation_sheet``,
@@ -131,17 +134,34 @@ def _channel_sum(relevance) -> np.ndarray:
     return relevance
 
 
-def heatmap(relevance, *, cmap: str = "bwr", symmetric: bool = True, scale: float | None = None) -> np.ndarray:
+def _check_percentile(percentile) -> float:
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
+        raise ValueError(f"percentile: expected a number in (0, 100] (100: the largest |R|), got {percentile!r}")
+    return float(percentile)
+
+
+def _abs_scale(r: np.ndarray, percentile: float) -> float:
+    """The ``percentile``-th percentile of ``|r|`` (100: ``max |r|``); the maximum where that percentile is 0 (a
+    sparse map), so that a map with any non-zero value gets a positive scale."""
+    a = np.abs(r)
+    s = float(a.max()) if percentile >= 100 else float(np.percentile(a, percentile))
+    return s if s > 0 else float(a.max())
+
+
+def heatmap(relevance, *, cmap: str = "bwr", symmetric: bool = True, scale: float | None = None,
+            percentile: float = 100.0) -> np.ndarray:
     """Colour a relevance map: uint8 ``[T, H, W, 3]`` from ``[T, H, W]`` or ``[T, H, W, C]`` (summed over C).
 
-    ``symmetric=True`` maps ``[-s, s]`` to the colour map with zero in its middle, ``s = max |R|`` over the clip
-    (or ``scale``); ``symmetric=False`` maps ``[min, max]`` to ``[0, 1]`` (for maps that are never negative).
+    ``symmetric=True`` maps ``[-s, s]`` to the colour map with zero in its middle (values beyond saturate), ``s``
+    the ``percentile``-th percentile of ``|R|`` over the clip (100: ``max |R|``; or ``scale``);
+    ``symmetric=False`` maps ``[min, max]`` to ``[0, 1]`` (for maps that are never negative).
     """
     from matplotlib import colormaps
 
+    percentile = _check_percentile(percentile)
     r = _channel_sum(relevance)
     if symmetric:
-        s = float(np.abs(r).max()) if scale is None else float(scale)
+        s = _abs_scale(r, percentile) if scale is None else float(scale)
         unit = 0.5 + 0.5 * r / s if s > 0 else np.full_like(r, 0.5)
     else:
         lo, hi = float(r.min()), float(r.max()) if scale is None else float(scale)
@@ -155,8 +175,9 @@ def overlay(frames, relevance, *, alpha: float = 0.7, weight: str = "constant", 
 
     ``weight="constant"``: ``alpha * heat + (1 - alpha) * grey`` everywhere (Hiley et al. use 0.7 / 0.3; on dark
     frames the scene then fades behind the colour map's white). ``weight="relevance"``: the heat's weight follows
-    the relevance, ``a = alpha * sqrt(|R| / max |R|)`` per pixel, so that the frame shows unchanged where relevance
-    is zero and the colour covers it where relevance is largest.
+    the relevance, ``a = alpha * min(sqrt(|R| / s), 1)`` per pixel with ``s`` the heatmap's scale (``scale``, or
+    the ``percentile``-th percentile of ``|R|``; 100: ``max |R|``), so that the frame shows unchanged where
+    relevance is zero and the colour covers it where relevance is largest.
 
     ``frames`` uint8 ``[T, H, W, 3]``; ``relevance`` ``[T, H', W'(, C)]`` (resized to the frames if needed).
     Returns uint8 ``[T, H, W, 3]``.
@@ -176,7 +197,9 @@ def overlay(frames, relevance, *, alpha: float = 0.7, weight: str = "constant", 
     a = np.float32(alpha)
     if weight == "relevance":
         m = np.abs(_channel_sum(relevance)).astype(np.float32)
-        m = np.sqrt(m / m.max()) if m.max() > 0 else m
+        s = heatmap_kwargs.get("scale")
+        s = _abs_scale(m, _check_percentile(heatmap_kwargs.get("percentile", 100.0))) if s is None else float(s)
+        m = np.sqrt(m / s) if s > 0 else m
         if resize:
             m = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in m])
         a = alpha * np.clip(m, 0, 1)[..., None]
@@ -274,19 +297,21 @@ def _outlined(ax, x: float, y: float, text: str, **kwargs) -> None:
 
 
 def explanation_figure(frames, rows: dict, *, num_columns: int = 8, cell: int = 112, gap: int = 4,
-                       title: str | None = None, alpha: float = 0.8):
+                       title: str | None = None, alpha: float = 0.8, percentile: float = 99.5):
     """The frames in the first row, then one row per relevance map in ``rows`` (name -> map), as a matplotlib figure.
 
     Each map is drawn over its frames in grey (:func:`overlay` with ``weight="relevance"``: where relevance is zero
     the frame shows, where ``|R|`` is largest the colour covers it with opacity ``alpha``), on a diverging colour map
-    centred on zero with symmetric limits ``±max |R|`` of that map's clip; a colour bar beside each row prints the
-    limits. Frames and maps are ``cell`` pixels square (aspect kept), ``gap`` pixels apart, at 100 dpi.
+    centred on zero with symmetric limits ``±s``, ``s`` the ``percentile``-th percentile of ``|R|`` over that map's
+    clip (100: ``max |R|``; larger values saturate); a colour bar beside each row prints the limits. Frames and
+    maps are ``cell`` pixels square (aspect kept), ``gap`` pixels apart, at 100 dpi.
 
     Args:
         frames: uint8 ``[T, H, W, 3]``.
         rows: name -> relevance ``[T, H', W'(, C)]`` (summed over C; resized to the frames if needed).
         num_columns: frames shown, spread evenly over the clip.
         title: a line above the grid.
+        percentile: where the colour scale ends, in percent of ``|R|`` (100: the largest value).
 
     Returns:
         A ``matplotlib.figure.Figure`` (:func:`render` makes it an image, :func:`save_figure` a file).
@@ -297,14 +322,16 @@ def explanation_figure(frames, rows: dict, *, num_columns: int = 8, cell: int = 
     if num_columns < 1 or cell < 16:
         raise ValueError(f"num_columns must be >= 1 and cell >= 16, got {num_columns} and {cell}")
     picks = np.linspace(0, frames.shape[0] - 1, min(num_columns, frames.shape[0])).round().astype(int)
-    scales = {name: float(np.abs(_channel_sum(r)).max()) or 1.0 for name, r in rows.items()}
+    percentile = _check_percentile(percentile)
+    scales = {name: _abs_scale(_channel_sum(r), percentile) or 1.0 for name, r in rows.items()}
+    what = "max |R|" if percentile >= 100 else f"{percentile:g}th percentile of |R|"
     images = [("frames", frames, None)] + [
-        (f"{name}   (colour: ±{scales[name]:.3g} = max |R|; opacity grows with |R|)",
-         overlay(frames, r, alpha=alpha, weight="relevance"),
+        (f"{name}   (colour: ±{scales[name]:.3g} = {what}; opacity grows with |R|)",
+         overlay(frames, r, alpha=alpha, weight="relevance", scale=scales[name]),
          scales[name]) for name, r in rows.items()]
     pad, head, title_h = 8, 26, 34 if title else 0
     grid_w = len(picks) * (cell + gap) - gap
-    bar_w = 110 if rows else 0
+    bar_w = 130 if rows else 0
     width, height = pad + grid_w + bar_w + pad, title_h + len(images) * (head + cell + gap) + pad
     with _style():
         fig = _new_figure(width, height)

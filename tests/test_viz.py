@@ -218,3 +218,38 @@ def test_save_figure_writes_png_beside_svg_and_pdf_with_text_as_text(tmp_path):
     assert open(again[0]).read() == open(paths[1]).read()  # no date: the same figure, the same file
     with pytest.raises(ValueError, match="jpg"):
         save_figure(tmp_path / "x.jpg", fig)
+
+
+def test_percentile_scale_saturates_the_tail_so_the_bulk_shows():
+    """A heavy-tailed map (one voxel 100 times the rest) scaled by its maximum is white almost everywhere; at the
+    99th percentile the bulk takes the full colour and the outlier saturates, in the heatmap, the overlay's
+    opacity and the sheet's colour bar."""
+    r = np.full((2, 10, 10), 1.0, np.float32)
+    r[0, 0, 0] = 100.0
+    by_max, by_p99 = heatmap(r)[1, 5, 5].astype(int), heatmap(r, percentile=99)[1, 5, 5].astype(int)
+    assert by_max[1] > 240 and by_p99[1] < 10  # near white against full red
+    np.testing.assert_array_equal(heatmap(r, percentile=99)[0, 0, 0], heatmap(r, percentile=99)[1, 5, 5])
+    frames = np.full((2, 10, 10, 3), 100, np.uint8)
+    faint = overlay(frames, r, weight="relevance")[1, 5, 5].astype(int)
+    strong = overlay(frames, r, weight="relevance", percentile=99)[1, 5, 5].astype(int)
+    assert strong[0] - strong[1] > 150 > faint[0] - faint[1]
+    big = np.full((2, 20, 20), 1.0, np.float32)
+    big[0, 0, 0] = 100.0  # 1 of 800: the 99.5th percentile lies in the bulk
+    fig = explanation_figure(np.full((2, 20, 20, 3), 100, np.uint8), {"m": big}, num_columns=2, cell=32)
+    np.testing.assert_allclose(fig.axes[-1].get_ylim(), (-1.0, 1.0))
+    assert any("99.5th percentile of |R|" in t.get_text() for t in fig.texts)
+    small = explanation_figure(np.full((2, 20, 20, 3), 100, np.uint8), {"m": big * 2.94e-4}, num_columns=8)
+    render(small)  # lay the text out
+    width = small.canvas.get_width_height()[0]
+    labels = small.axes[-1].get_yticklabels()
+    assert labels[0].get_text() == "-0.000294"  # the longest limit the format makes
+    assert all(t.get_window_extent().x1 <= width for t in labels), [t.get_window_extent().x1 for t in labels]
+    for bad in (0, 101, True, "max"):
+        with pytest.raises(ValueError, match="percentile"):
+            heatmap(r, percentile=bad)
+
+
+def test_percentile_scale_of_a_sparse_map_falls_back_to_its_maximum():
+    r = np.zeros((1, 20, 20), np.float32)
+    r[0, 3, 4] = -2.0  # 0.25 % of the pixels: the 99th percentile of |R| is 0
+    assert heatmap(r, percentile=99)[0, 3, 4, 2] > 200  # -max: blue, not a division by zero
