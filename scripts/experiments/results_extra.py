@@ -648,6 +648,31 @@ def i3d_deletion(out, clips, limit, root="/work/shared/videos"):
     print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
+def time_ramp(direction: int):
+    """A map that is ``direction * t`` on frame ``t`` and the same at every pixel: deletion and insertion over frames
+    then take the frames in time order, late first (``+1``) or early first (``-1``), whatever the clip shows."""
+    def method(forward, video, target, *, key):
+        t = jnp.arange(video.shape[1], dtype=jnp.float32) * direction
+        return jnp.broadcast_to(t[None, :, None, None, None], video.shape[:4] + (1,))
+    return method
+
+
+def i3d_deletion_ramp(out, clips, limit, root="/work/shared/videos"):
+    """The control for :func:`i3d_deletion`: the same snippets and curves for maps that order the frames by time
+    alone (late first, early first), to tell what a map's per-frame order adds beyond where in the snippet it
+    puts its relevance."""
+    model, variables, card = load("i3d-kinetics400")
+    records = _real_snippets(root, (0, 48), 32)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    t0 = time.perf_counter()
+    res = _run(keep, model, {"late_first": time_ramp(1), "early_first": time_ramp(-1)}, variables=variables,
+               metrics=["deletion_frames", "insertion_frames"], batch_size=1, length=16,
+               preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False, out=out,
+               metric_options=pipeline.MetricOptions(perturbation_steps=8),
+               provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
 def _kept_sides(rel, batch):
     """Of the map's non-zero positions: the share in the 2 outermost columns or rows on each side (0.9 % of a
     224 x 224 frame each), and the share of the positive relevance there (the raw map's mass, before selection)."""
@@ -681,11 +706,12 @@ def i3d_flip(out, clips, limit, root="/work/shared/videos"):
         print(f"== {out}/{name}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
-EXPERIMENTS = {f.__name__: f for f in (li_deletion_voxels, i3d_deletion, hiley_agreement, hiley_cue, i3d_flip, jaya_one_step, chance_hiley, li_pointing, li_masks, chance_jaya, hiley_padding,
-                                       dtd_proportional_steps, steps_both_sides, hiley_sigma2, li_cnnlstm,
-                                       jaya_lstm, i3d_real, li_masks_scaled,
-                                       i3d_untrained, hiley_weighted, li_deletion, jaya_tsr_clean,
-                                       i3d_edges, li_table4, i3d_offsets)}
+EXPERIMENTS = {f.__name__: f for f in (
+    chance_hiley, chance_jaya, dtd_proportional_steps, hiley_agreement, hiley_cue, hiley_padding, hiley_sigma2,
+    hiley_weighted, i3d_deletion, i3d_deletion_ramp, i3d_edges, i3d_flip, i3d_offsets, i3d_real, i3d_untrained,
+    jaya_lstm, jaya_one_step, jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks,
+    li_masks_scaled, li_pointing, li_table4, steps_both_sides,
+)}
 
 
 def main(argv=None):
