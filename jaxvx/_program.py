@@ -49,6 +49,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 from collections.abc import Callable, Sequence
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,8 +286,9 @@ def trace(forward: Callable, x) -> Program:
 
 
 def _parameter_paths(forward) -> dict[int, str]:
-    """``id(array) -> path`` of the arrays that ``forward`` closes over or is partially applied to (Flax variables,
-    an NNX ``State`` or ``Module``, a dict of parameters): ``"stem/kernel"``, ``"params"`` and ``"value"`` left out."""
+    """``id(array) -> path`` of the arrays that ``forward`` closes over, names as a global or is partially applied to
+    (Flax variables, an NNX ``State`` or ``Module``, a dict of parameters): ``"stem/kernel"``, ``"params"`` and
+    ``"value"`` left out."""
     paths: dict[int, str] = {}
     seen: set[int] = set()
 
@@ -338,6 +340,14 @@ def _parameter_paths(forward) -> dict[int, str]:
                 collect(cell.cell_contents, depth)
             except ValueError:  # an empty cell
                 pass
+        # the globals it names: a ``lambda v: nnx.merge(graphdef, state)(v)`` written at a script's or notebook's top
+        # level holds ``state`` as a global, not in a closure
+        code, namespace = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
+        if code is not None and isinstance(namespace, dict):
+            for name in code.co_names:
+                obj = namespace.get(name)
+                if obj is not None and not isinstance(obj, (type, types.ModuleType)):
+                    collect(obj, depth)
 
     visit(forward, 0)
     return paths

@@ -308,6 +308,22 @@ def test_layer_methods_take_layers_by_path_in_any_model(nets, method):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max(), err_msg=kind)
 
 
+# a forward written at a script's top level: ``graphdef`` and ``state`` are globals of this module, not closure cells
+_GLOBAL_GRAPHDEF, _GLOBAL_STATE = nnx.split(NNXNet(nnx.Rngs(3)))
+global_nnx_forward = lambda x: nnx.merge(_GLOBAL_GRAPHDEF, _GLOBAL_STATE)(x)  # noqa: E731
+
+
+def test_nnx_layers_are_named_when_forward_holds_its_state_as_a_global():
+    x = _clips()
+    assert global_nnx_forward.__closure__ is None
+    program = P.trace(global_nnx_forward, x)
+    assert [n.path for n in program.nodes if n.kind in ("conv", "dense")] == ["stem", "branch_a", "branch_b", "res",
+                                                                              "fc"]
+    assert {"stem", "res", "fc"} <= set(program.scopes())
+    cam = np.asarray(methods.gradcam("res")(global_nnx_forward, x, jnp.asarray([1, 2])))
+    assert cam.shape == x.shape[:4] + (1,) and np.abs(cam).max() > 0
+
+
 def test_layer_outputs_are_scope_outputs(nets):
     """A scope's output is its last operation's: a BatchNorm module folded into its convolution is found there, an
     inner scope of a match is not a second match, and an ambiguous pattern is an error naming the scopes."""
