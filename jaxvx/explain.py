@@ -322,8 +322,9 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
 
     Frames are read one at a time from ``source`` (a video path, or a camera index as an int or a digit string);
     once T frames are buffered, every new frame triggers one explanation of the last T frames (one jitted call,
-    batch 1), and the relevance of the newest frame is drawn over it (signed heatmap, 0.7 over grey) and written to
-    ``out`` (mp4 or avi) at the input frame rate. The first T - 1 frames are written without overlay.
+    batch 1), and the relevance of the newest frame is drawn over it (signed heatmap over grey, its opacity growing
+    with ``|R|``, scaled to the 99.5th percentile of that frame's own ``|R|``: frames of a stream do not share a
+    scale) and written to ``out`` (mp4 or avi) at the input frame rate. The first T - 1 frames are written without overlay.
 
     Returns ``{"frames": n, "explained": m, "seconds": s, "fps": n / s, "explained_fps": m / s, "out": path}``
     (frames per second achieved, reading and writing included; compilation happens before the clock starts).

