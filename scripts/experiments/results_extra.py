@@ -657,6 +657,93 @@ def i3d_deletion(out, clips, limit, root="/work/shared/videos"):
     print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
+def _i3d_stages(variables):
+    """The I3D (as :class:`jaxvx.models.I3D` computes it) cut into its 16 stages: ``[(name of the stage's input,
+    function of that input), ...]`` and the head (average pool, classifier, mean), each stage applying its own
+    Flax module to its own variables."""
+    import flax.linen as nn
+
+    from jaxvx.models._i3d import _MIXED, InceptionBlock, Unit3D
+
+    params, stats = variables["params"], variables["batch_stats"]
+
+    def sub(name):
+        return {"params": params[name], **({"batch_stats": stats[name]} if name in stats else {})}
+
+    def unit(name, features, kernel=(1, 1, 1), strides=(1, 1, 1), **kw):
+        return lambda h: Unit3D(features, kernel, strides, **kw).apply(sub(name), h)
+
+    def mixed(name):
+        return lambda h: InceptionBlock(_MIXED[name]).apply(sub(name), h)
+
+    def pool(window, strides):
+        return lambda h: nn.max_pool(h, window, strides=strides, padding="SAME")
+
+    stages = [("input", unit("Conv3d_1a_7x7", 64, (7, 7, 7), (2, 2, 2))), ("Conv3d_1a out", pool((1, 3, 3), (1, 2, 2))),
+              ("MaxPool3d_2a out", unit("Conv3d_2b_1x1", 64)), ("Conv3d_2b out", unit("Conv3d_2c_3x3", 192, (3, 3, 3))),
+              ("Conv3d_2c out", pool((1, 3, 3), (1, 2, 2)))]
+    for name in _MIXED:
+        if name == "Mixed_4b":
+            stages.append(("Mixed_3c out", pool((3, 3, 3), (2, 2, 2))))
+        elif name == "Mixed_5b":
+            stages.append(("Mixed_4f out", pool((2, 2, 2), (2, 2, 2))))
+        stages.append((f"{name} in", mixed(name)))
+
+    def head(h):
+        h = nn.avg_pool(h, (2, 7, 7), strides=(1, 1, 1), padding="VALID")
+        h = Unit3D(400, batch_norm=False, relu=False, use_bias=True).apply(sub("Logits/Conv3d_0c_1x1"), h)
+        return jnp.mean(h, axis=(1, 2, 3))
+    return stages, head
+
+
+def i3d_edge_stages(out, clips, limit, root="/work/shared/videos"):
+    """Where in the I3D deep Taylor's right-edge pile-up arises: the relevance at the input of a stage (z+ on every
+    convolution above the first, as deep Taylor; z^B on the first at the clip itself), channel-summed, and the
+    share of its positive mass in the rightmost and leftmost column and the bottom and top row of that stage's
+    grid, over the 10 real snippets. A share far above ``1 / W`` in one edge column and not the other is the
+    pile-up at that depth. Prints a markdown table (nothing is written to ``out``)."""
+    from jaxvx import methods as jm
+    from jaxvx.io import preprocess
+
+    model, variables, card = load("i3d-kinetics400")
+    stages, head = _i3d_stages(variables)
+
+    def tail_from(i):
+        def f(h):
+            for _, g in stages[i:]:
+                h = g(h)
+            return head(h)
+        return f
+
+    cuts = [0, 1, 3, 5, 8, 14, 15]  # input, Conv3d_1a out, Conv3d_2b out, Mixed_3b, _4b, _5b, _5c in
+    zplus_all = lrp.Composite("zplus_all", lrp.layer_map_base() + ((lrp.LINEAR, lrp.zplus(zero_params=("bias",))),))
+    fns = {i: jax.jit(jm.lrp(lrp.deep_taylor(-1.0, 1.0) if i == 0 else zplus_all), static_argnums=0) for i in cuts}
+    tails = {i: tail_from(i) for i in cuts}
+    shares: dict = {}
+    t0 = time.perf_counter()
+    for r in _real_snippets(root, (0, 48), 32)[:limit]:
+        x = preprocess(r["video"][:16], **card["preprocess"])[None]
+        logits = model.apply(variables, x)
+        hs = [x]
+        for _, g in stages:
+            hs.append(g(hs[-1]))
+        np.testing.assert_allclose(np.asarray(head(hs[-1])), np.asarray(logits), rtol=1e-4, atol=1e-4)
+        target = jnp.argmax(logits, -1)
+        for i in cuts:
+            m = np.maximum(np.asarray(fns[i](tails[i], hs[i], target)).sum(-1)[0], 0)  # [T, H, W]
+            total = m.sum()
+            shares.setdefault(stages[i][0], []).append(
+                (m[:, :, -1].sum() / total, m[:, :, 0].sum() / total, m[:, -1].sum() / total, m[:, 0].sum() / total,
+                 m.shape[1], m.shape[2]))
+    print(f"== {out}: {len(next(iter(shares.values())))} snippets, {time.perf_counter() - t0:.0f} s")
+    print("| relevance at | grid H x W | 1 / W | rightmost column | leftmost column | bottom row | top row |")
+    print("|---|---|---|---|---|---|---|")
+    for name, v in shares.items():
+        v = np.array(v)
+        print(f"| {name} | {int(v[0, 4])} x {int(v[0, 5])} | {1 / v[0, 5]:.4f} | {v[:, 0].mean():.4f} | "
+              f"{v[:, 1].mean():.4f} | {v[:, 2].mean():.4f} | {v[:, 3].mean():.4f} |", flush=True)
+
+
 def i3d_deletion_ramp(out, clips, limit, root="/work/shared/videos"):
     """The control for :func:`i3d_deletion`: the same snippets and curves for maps that order the frames by time
     alone (late first, early first), to tell what a map's per-frame order adds beyond where in the snippet it
@@ -708,8 +795,8 @@ def i3d_flip(out, clips, limit, root="/work/shared/videos"):
 
 EXPERIMENTS = {f.__name__: f for f in (
     chance_hiley, chance_jaya, dtd_proportional_steps, hiley_agreement, hiley_cue, hiley_padding, hiley_sigma2,
-    hiley_weighted, i3d_deletion, i3d_deletion_ramp, i3d_edges, i3d_flip, i3d_offsets, i3d_real, i3d_untrained,
-    jaya_lstm, jaya_one_step, jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks,
+    hiley_weighted, i3d_deletion, i3d_deletion_ramp, i3d_edge_stages, i3d_edges, i3d_flip, i3d_offsets, i3d_real,
+    i3d_untrained, jaya_lstm, jaya_one_step, jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks,
     li_masks_scaled, li_pointing, li_table4, steps_both_sides,
 )}
 
