@@ -241,6 +241,11 @@ def _score(summed, selected, gt: Mapping, metrics) -> dict:
     return out
 
 
+#: Where the colour scale of the written pictures ends, in percent of ``|R|`` (larger values saturate): relevance
+#: maps of real models are heavy-tailed (see :mod:`jaxvx.viz`).
+_DISPLAY_PERCENTILE = 99.5
+
+
 def _display_size(view: np.ndarray) -> np.ndarray:
     """Model-input frames ``[T, h, w, 3]`` enlarged by an integer factor (pixel repetition) to at least 224 pixels on
     their longer side, with even sides (video encoders need them): small inputs such as 32 x 32 stay visible."""
@@ -272,14 +277,15 @@ def write_outputs(result: Explanation, out: str | os.PathLike, *, fps: float = 8
     paths = {}
     big_view = _display_size(result.view)
     paths["overlay"] = os.path.join(out, "overlay.mp4")
-    write_video(paths["overlay"], overlay(big_view, result.relevance, weight="relevance", percentile=99.5), fps)
+    write_video(paths["overlay"], overlay(big_view, result.relevance, weight="relevance",
+                                          percentile=_DISPLAY_PERCENTILE), fps)
     rows = {f"{result.method} (target: {result.class_names[result.target]})": result.relevance}
     if result.selective is not None:
         rows[f"selective, sigma={result.selective_sigma:g}"] = result.selective
     title = (f"{result.checkpoint}: predicted {result.numbers['predicted']['name']} "
              f"(p={result.numbers['predicted']['probability']:.2f})")
-    paths["sheet"], paths["sheet_svg"] = save_figure(os.path.join(out, "sheet.png"),
-                                                     explanation_figure(result.view, rows, title=title), also=("svg",))
+    sheet = explanation_figure(result.view, rows, title=title, percentile=_DISPLAY_PERCENTILE)
+    paths["sheet"], paths["sheet_svg"] = save_figure(os.path.join(out, "sheet.png"), sheet, also=("svg",))
     paths["frame_share"], paths["frame_share_svg"] = save_figure(
         os.path.join(out, "frame_share.png"), frame_share_figure(result.frame_share, fits=result.fits), also=("svg",))
     paths["relevance"] = os.path.join(out, "relevance.npy")
@@ -324,7 +330,8 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
     once T frames are buffered, every new frame triggers one explanation of the last T frames (one jitted call,
     batch 1), and the relevance of the newest frame is drawn over it (signed heatmap over grey, its opacity growing
     with ``|R|``, scaled to the 99.5th percentile of that frame's own ``|R|``: frames of a stream do not share a
-    scale) and written to ``out`` (mp4 or avi) at the input frame rate. The first T - 1 frames are written without overlay.
+    scale) and written to ``out`` (mp4 or avi) at the input frame rate. The first T - 1 frames are written without
+    overlay.
 
     Returns ``{"frames": n, "explained": m, "seconds": s, "fps": n / s, "explained_fps": m / s, "out": path}``
     (frames per second achieved, reading and writing included; compilation happens before the clock starts).
@@ -382,7 +389,7 @@ def stream(checkpoint: str, source, out: str | os.PathLike, *, method: str = "de
                 clip = jnp.asarray(np.stack(window))[None]
                 target = jnp.argmax(predict(variables, clip), axis=-1).astype(jnp.int32)
                 frame = overlay(view, np.asarray(step(variables, clip, target))[None], weight="relevance",
-                                percentile=99.5)[0]
+                                percentile=_DISPLAY_PERCENTILE)[0]
                 explained += 1
             else:
                 frame = view[0]

@@ -206,11 +206,9 @@ def test_zennit_merge_batchnorm(torch, flax_i3d):
     assert errs[True][1] < TOL, errs
 
 
-def _lrp_against_zennit(torch, variables, x, z_composite, j_composite, **twin_kwargs):
-    """``(max |diff|, relative)`` of jaxvx's ``j_composite`` on jaxvx's I3D (BatchNorm folded by the engine)
-    against zennit's ``z_composite`` (with SequentialMergeBatchNorm) on the twin, both in float64, for the top
-    logit of ``x`` ``[1, T, H, W, 3]``."""
-    from jaxvx import methods
+def _jaxvx_float64(variables, x, method):
+    """``(map, target)``: ``method`` of jaxvx's I3D on ``variables`` and ``x`` ``[1, T, H, W, 3]``, both in
+    float64, for the top logit (jitted with ``forward`` static)."""
     from jaxvx.models import I3D
 
     with jax.enable_x64(True):
@@ -218,7 +216,18 @@ def _lrp_against_zennit(torch, variables, x, z_composite, j_composite, **twin_kw
         forward = lambda v: I3D().apply(v64, v)  # noqa: E731
         x64 = jnp.asarray(x, jnp.float64)
         target = int(np.argmax(np.asarray(forward(x64))))
-        got = np.asarray(jax.jit(methods.lrp(j_composite), static_argnums=0)(forward, x64, jnp.asarray([target])))
+        got = np.asarray(jax.jit(method, static_argnums=0)(forward, x64, jnp.asarray([target])))
+    assert got.dtype == np.float64
+    return got, target
+
+
+def _lrp_against_zennit(torch, variables, x, z_composite, j_composite, **twin_kwargs):
+    """``(max |diff|, relative)`` of jaxvx's ``j_composite`` on jaxvx's I3D (BatchNorm folded by the engine)
+    against zennit's ``z_composite`` (with SequentialMergeBatchNorm) on the twin, both in float64, for the top
+    logit of ``x`` ``[1, T, H, W, 3]``."""
+    from jaxvx import methods
+
+    got, target = _jaxvx_float64(variables, x, methods.lrp(j_composite))
     model = i3d_twin(torch, variables, eps_in_var=True, **twin_kwargs).double()
     xt = to_torch_layout(torch, x).double().requires_grad_(True)
     with z_composite.context(model) as modified:
@@ -227,7 +236,7 @@ def _lrp_against_zennit(torch, variables, x, z_composite, j_composite, **twin_kw
         seed[0, target] = out[0, target].detach()
         (rel,) = torch.autograd.grad(out, xt, grad_outputs=seed)
     want = to_flax_layout(rel)
-    assert got.dtype == np.float64 and np.abs(want).max() > 0
+    assert np.abs(want).max() > 0
     return rel_err(got, want)
 
 
@@ -342,21 +351,14 @@ def test_integrated_gradients_match_captum_in_float64(torch, flax_i3d):
     from captum.attr import IntegratedGradients
 
     from jaxvx import methods
-    from jaxvx.models import I3D
 
     variables = flax_i3d[0]
     x = np.random.default_rng(4).uniform(-1, 1, (1, 9, 193, 193, 3)).astype(np.float32)
-    with jax.enable_x64(True):
-        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
-        forward = lambda v: I3D().apply(v64, v)  # noqa: E731
-        x64 = jnp.asarray(x, jnp.float64)
-        target = int(np.argmax(np.asarray(forward(x64))))
-        got = np.asarray(jax.jit(methods.integrated_gradients(steps=8), static_argnums=0)(
-            forward, x64, jnp.asarray([target])))
+    got, target = _jaxvx_float64(variables, x, methods.integrated_gradients(steps=8))
     model = i3d_twin(torch, variables).double()
     want = IntegratedGradients(model).attribute(to_torch_layout(torch, x).double(), baselines=0.0, target=target,
                                                 n_steps=8, method="gausslegendre")
-    assert got.dtype == np.float64 and np.abs(got).max() > 0
+    assert np.abs(got).max() > 0
     d, r = rel_err(got, to_flax_layout(want))
     print(f"\nI3D integrated gradients against captum (8 points, 9 x 193 x 193), float64: max |diff| {d:.3e}, "
           f"relative {r:.3e}")
