@@ -657,10 +657,55 @@ def i3d_deletion(out, clips, limit, root="/work/shared/videos"):
     print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
+def even_first():
+    """A map that takes the even frames (0, 2, ..., the ones the I3D's first layer reads with its heavier taps) before
+    the odd ones, in a random order within each parity (uniform jitter below 1): frame parity alone."""
+    def method(forward, video, target, *, key):
+        t = jnp.arange(video.shape[1])
+        jitter = jax.random.uniform(key, video.shape[:2], jnp.float32)
+        value = (t % 2 == 0).astype(jnp.float32)[None] + 0.5 * jitter
+        return jnp.broadcast_to(value[:, :, None, None, None], video.shape[:4] + (1,))
+    return method
+
+
+def within_parity(method):
+    """``method``'s map with each frame divided by the mean per-frame sum of the frames of its parity (even or odd):
+    the same order within the even and within the odd frames, but no level between the two parities."""
+    def wrapped(forward, video, target, *, key):
+        rel = method(forward, video, target, key=key)
+        s = rel.sum(axis=(2, 3, 4))  # [B, T]
+        even = (jnp.arange(s.shape[1]) % 2 == 0)[None]
+        level = jnp.where(even, jnp.mean(s[:, 0::2], axis=1, keepdims=True), jnp.mean(s[:, 1::2], axis=1,
+                                                                                      keepdims=True))
+        return rel / jnp.where(level == 0, 1.0, jnp.abs(level))[:, :, None, None, None]
+    return wrapped
+
+
+def i3d_deletion_parity(out, clips, limit, root="/work/shared/videos"):
+    """What in deep Taylor's frame order carries its deletion gain on the I3D (:func:`i3d_deletion`): the same
+    snippets and curves for frame parity alone (even frames first, :func:`even_first`) and for deep Taylor with the
+    level between even and odd frames removed (:func:`within_parity`), deep Taylor and the random map beside them
+    so that the run pairs on its own."""
+    model, variables, card = load("i3d-kinetics400")
+    meths, model, variables = methods_for(["deep_taylor"], model, variables, card)
+    records = _real_snippets(root, (0, 48), 32)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    t0 = time.perf_counter()
+    res = _run(keep, model, {"deep_taylor": meths["deep_taylor"], "random": random_map(), "even_first": even_first(),
+                             "deep_taylor_within_parity": within_parity(meths["deep_taylor"])},
+               variables=variables, transforms=[sum_channels()],
+               metrics=["deletion_frames", "insertion_frames"], batch_size=1, length=16,
+               preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False, out=out,
+               metric_options=pipeline.MetricOptions(perturbation_steps=8),
+               provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
 def i3d_deletion_paired(out, clips, limit):
-    """Paired differences of the AOPC between the maps of :func:`i3d_deletion` and :func:`i3d_deletion_ramp`
-    (run first, into the same ``OUTX``), snippet by snippet: the mean, a percentile-bootstrap 95 % interval over
-    the snippets (1000 resamples, seed 0) and how many snippets are above 0. Reads their ``results.jsonl``."""
+    """Paired differences of the AOPC between the maps of :func:`i3d_deletion`, :func:`i3d_deletion_ramp` and
+    :func:`i3d_deletion_parity`, those of them run first into the same ``OUTX``, snippet by snippet: the mean, a
+    percentile-bootstrap 95 % interval over the snippets (the same 1000 resamples, seed 0, for every pair) and how
+    many snippets are above 0. Each map is read from the run that computed it. Reads their ``results.jsonl``."""
     import json
     import os
 
@@ -671,23 +716,29 @@ def i3d_deletion_paired(out, clips, limit):
             lines = [json.loads(line) for line in f]
         return {r["clip"]: r["methods"] for r in lines if r.get("status") == "ok"}
 
-    a, b = rows("i3d_deletion"), rows("i3d_deletion_ramp")
-    clips_ = sorted(set(a) & set(b))
-    maps = {**{m: a for m in a[clips_[0]]}, **{m: b for m in b[clips_[0]]}}
-    rng = np.random.default_rng(0)
-    pairs = [("deep_taylor", "random"), ("deep_taylor", "late_first"), ("guided_backprop", "random"),
-             ("gradcam", "random"), ("late_first", "random")]
+    names = [n for n in ("i3d_deletion", "i3d_deletion_ramp", "i3d_deletion_parity")
+             if os.path.exists(os.path.join(base, n, "results.jsonl"))]
+    runs = {n: rows(n) for n in names}
+    clips_ = sorted(set.intersection(*(set(r) for r in runs.values())))
+    d, r, p = "i3d_deletion", "i3d_deletion_ramp", "i3d_deletion_parity"  # each map is read from its own run
+    pairs = [((d, "deep_taylor"), (d, "random")), ((d, "deep_taylor"), (r, "late_first")),
+             ((d, "guided_backprop"), (d, "random")), ((d, "gradcam"), (d, "random")),
+             ((r, "late_first"), (d, "random")), ((p, "deep_taylor"), (p, "random")),
+             ((p, "even_first"), (p, "random")), ((p, "deep_taylor"), (p, "even_first")),
+             ((p, "deep_taylor_within_parity"), (p, "random")), ((p, "deep_taylor"), (p, "deep_taylor_within_parity"))]
+    pairs = [(x, y) for x, y in pairs if x[0] in runs and y[0] in runs]
     print(f"== {out}: {len(clips_)} snippets")
-    print("| difference | deletion AOPC | snippets above 0 | insertion AOPC | snippets above 0 |")
+    print("| difference (run: map) | deletion AOPC | snippets above 0 | insertion AOPC | snippets above 0 |")
     print("|---|---|---:|---|---:|")
-    for x, y in pairs:
+    for (rx, x), (ry, y) in pairs:
         cells = []
         for metric in ("deletion_frames", "insertion_frames"):
-            d = np.array([maps[x][c][x][metric] - maps[y][c][y][metric] for c in clips_])
-            means = d[rng.integers(0, len(d), (1000, len(d)))].mean(axis=1)
-            cells.append(f"{d.mean():+.3f} [{np.percentile(means, 2.5):+.3f}, {np.percentile(means, 97.5):+.3f}] | "
-                         f"{int((d > 0).sum())} of {len(d)}")
-        print(f"| {x} - {y} | " + " | ".join(cells) + " |")
+            diff = np.array([runs[rx][c][x][metric] - runs[ry][c][y][metric] for c in clips_])
+            resamples = np.random.default_rng(0).integers(0, len(diff), (1000, len(diff)))  # the same for every pair
+            means = diff[resamples].mean(axis=1)
+            cells.append(f"{diff.mean():+.3f} [{np.percentile(means, 2.5):+.3f}, {np.percentile(means, 97.5):+.3f}] "
+                         f"| {int((diff > 0).sum())} of {len(diff)}")
+        print(f"| {rx}: {x} - {ry}: {y} | " + " | ".join(cells) + " |")
 
 
 def _i3d_stages(variables):
@@ -826,11 +877,130 @@ def i3d_flip(out, clips, limit, root="/work/shared/videos"):
         print(f"== {out}/{name}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
+def _flip_kernels(variables, axes):
+    """The I3D's variables with every convolution kernel ``[kt, kh, kw, C_in, C_out]`` reversed along ``axes`` (0: time,
+    1: height, 2: width); biases and BatchNorm statistics are per channel and stay."""
+    def flip(path, leaf):
+        return jnp.flip(leaf, axes) if path[-1].key == "kernel" and leaf.ndim == 5 else leaf
+    return jax.tree_util.tree_map_with_path(flip, variables)
+
+
+def _check_mirrored_padding(kernel, x):
+    """The identity :func:`i3d_pads_mirrored` rests on, checked on the I3D's first layer (7 x 7 x 7, stride 2, TF
+    "SAME" pads (2, 3) on 16 x 224 x 224): convolving the mirrored clip with the mirrored kernel and mirroring the
+    result equals the convolution with the pads mirrored, (3, 2), in every axis."""
+    conv = jax.lax.conv_general_dilated
+    dims = ("NDHWC", "DHWIO", "NDHWC")
+    mirrored = jnp.flip(conv(jnp.flip(x, (1, 2, 3)), jnp.flip(kernel, (0, 1, 2)), (2, 2, 2), "SAME",
+                             dimension_numbers=dims), (1, 2, 3))
+    explicit = conv(x, kernel, (2, 2, 2), [(3, 2)] * 3, dimension_numbers=dims)
+    scale = float(jnp.abs(explicit).max())
+    np.testing.assert_allclose(np.asarray(mirrored), np.asarray(explicit), rtol=0, atol=1e-5 * scale)
+
+
+def i3d_pads_mirrored(out, clips, limit, root="/work/shared/videos"):
+    """Does TF "SAME" padding make the I3D's end-frame and right-edge pile-ups? Every stride-2 layer of even input
+    size pads one zero more at the end of the axis (the last frame, the bottom row, the rightmost column) than at
+    its start. The same trained weights with that extra pad moved to the start of an axis is
+    ``x -> I3D_flipped(flip(x))``, the kernels reversed along the axis (exact: convolution, ReLU, per-channel
+    BatchNorm, symmetric pooling windows and the global average commute with the reversal; the first layer is
+    checked); deep Taylor's map of it is the flipped-back map of that model on the flipped clip. Three models on the
+    10 real snippets: as trained, pads moved to the start in time, pads moved to the top and left. Per model: the
+    predicted class kept, B and L of the frame shares, the shares of the first 2 and last 4 frames, and of the raw
+    positive mass and of the voxels selective relevance keeps in the 2 outermost columns and rows of each side;
+    and, as a control for the predictions, how often the as-trained model keeps its class when the snippet is
+    shifted by one frame or one pixel (the stride-2 layers then sample the other phase, as moving the pad does).
+    Prints markdown tables (nothing is written to ``out``)."""
+    from jaxvx.io import preprocess
+    from jaxvx.transforms import fit_border_lookahead, frame_share
+
+    model, variables, card = load("i3d-kinetics400")
+    meths, model, variables = methods_for(["deep_taylor"], model, variables, card)
+    dtd = meths["deep_taylor"]
+
+    def explain(v, x, target):
+        return dtd(lambda y: model.apply(v, y), x, target, key=jax.random.PRNGKey(0))
+
+    explain = jax.jit(explain)
+    apply = jax.jit(model.apply)
+    select = selective(4.0)
+    share = frame_share()
+    variants = {"as trained (extra pad at the end, bottom, right)": (),
+                "extra pad at the start in time": (1,), "extra pad at the top and left": (2, 3)}
+    rows: dict = {name: [] for name in variants}
+    t0 = time.perf_counter()
+    snippets = _real_snippets(root, (0, 48), 32)[:limit]
+    for i, r in enumerate(snippets):
+        x = jnp.asarray(preprocess(r["video"][:16], **card["preprocess"])[None])
+        if i == 0:
+            _check_mirrored_padding(variables["params"]["Conv3d_1a_7x7"]["Conv_0"]["kernel"], x)
+        target = None
+        for name, axes in variants.items():
+            v = _flip_kernels(variables, tuple(a - 1 for a in axes)) if axes else variables
+            xf = jnp.flip(x, axes) if axes else x
+            logits = apply(v, xf)
+            if target is None:
+                target = jnp.argmax(logits, -1)
+            rel = np.asarray(explain(v, xf, target))
+            rel = np.flip(rel, axes) if axes else rel
+            m = rel.sum(-1)  # [1, T, H, W]
+            kept = np.asarray(select(jnp.asarray(m)))[0] != 0
+            pos = np.maximum(m[0], 0)
+            p_t = np.asarray(share(jnp.asarray(m)))[0]
+            side = {"left": (slice(None), slice(0, 2)), "right": (slice(None), slice(-2, None)),
+                    "top": (slice(0, 2), slice(None)), "bottom": (slice(-2, None), slice(None))}
+            rows[name].append({
+                "same_class": bool(jnp.argmax(logits, -1)[0] == target[0]),
+                "prob": float(jax.nn.softmax(logits, -1)[0, target[0]]), "p_t": p_t,
+                **{f"mass_{k}": float(pos[:, ys, xs].sum() / pos.sum()) for k, (ys, xs) in side.items()},
+                **{f"kept_{k}": float(kept[:, ys, xs].sum() / max(kept.sum(), 1)) for k, (ys, xs) in side.items()},
+                "kept_first5": float(kept[:5].sum() / max(kept.sum(), 1)),
+                "kept_last5": float(kept[-5:].sum() / max(kept.sum(), 1))})
+        # the control: the as-trained model on the snippet shifted by one frame, and by one pixel down and right
+        full = preprocess(r["video"][:17], resize="none", crop="none", size=None, mean=card["preprocess"]["mean"],
+                          std=card["preprocess"]["std"])
+        top, left = (full.shape[1] - 224) // 2, (full.shape[2] - 224) // 2
+        np.testing.assert_array_equal(np.asarray(full[:16, top:top + 224, left:left + 224]), np.asarray(x[0]))
+        for name, view in (("one frame later", full[1:17, top:top + 224, left:left + 224]),
+                           ("one pixel down and right", full[:16, top + 1:top + 225, left + 1:left + 225])):
+            rows.setdefault(f"as trained, the snippet {name}", []).append(
+                {"same_class": bool(jnp.argmax(apply(variables, jnp.asarray(view)[None]), -1)[0] == target[0])})
+        print(f"{r['clip']}@{r['offset']}: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"== {out}: {len(snippets)} snippets, {time.perf_counter() - t0:.0f} s")
+    print("| the as-trained model on | predicted class kept |\n|---|---:|")
+    for name in [n for n in rows if n not in variants]:
+        print(f"| {name[len('as trained, '):]} | {sum(q['same_class'] for q in rows.pop(name))} of {len(snippets)} |")
+
+    def ci(values, scale=1.0, fmt=".3f"):
+        values = np.asarray(values, np.float64) * scale
+        means = values[np.random.default_rng(0).integers(0, len(values), (1000, len(values)))].mean(axis=1)
+        return f"{values.mean():{fmt}} [{np.percentile(means, 2.5):{fmt}}, {np.percentile(means, 97.5):{fmt}}]"
+
+    print("| model | predicted class kept | its probability | B | L | frames 0-1 | frames 12-15 |")
+    print("|---|---:|---|---|---|---|---|")
+    for name, rs in rows.items():
+        p = np.stack([q["p_t"] for q in rs])
+        fit = fit_border_lookahead(p)
+        print(f"| {name} | {sum(q['same_class'] for q in rs)} of {len(rs)} | {ci([q['prob'] for q in rs])} | "
+              f"{fit.border:.2e} [{fit.border_ci[0]:.2e}, {fit.border_ci[1]:.2e}] | "
+              f"{fit.lookahead:.2e} [{fit.lookahead_ci[0]:.2e}, {fit.lookahead_ci[1]:.2e}] | "
+              f"{ci(p[:, :2].sum(1))} | {ci(p[:, 12:].sum(1))} |")
+    print("\n| model | raw mass: left / right / top / bottom (%) | kept: left / right / top / bottom (%) | "
+          "kept in frames 0-4 / 11-15 (%) |")
+    print("|---|---|---|---|")
+    for name, rs in rows.items():
+        cells = [" / ".join(ci([q[f"{kind}_{k}"] for q in rs], 100, ".1f") for k in ("left", "right", "top", "bottom"))
+                 for kind in ("mass", "kept")]
+        print(f"| {name} | {cells[0]} | {cells[1]} | {ci([q['kept_first5'] for q in rs], 100, '.1f')} / "
+              f"{ci([q['kept_last5'] for q in rs], 100, '.1f')} |", flush=True)
+
+
 EXPERIMENTS = {f.__name__: f for f in (
     chance_hiley, chance_jaya, dtd_proportional_steps, hiley_agreement, hiley_cue, hiley_padding, hiley_sigma2,
-    hiley_weighted, i3d_deletion, i3d_deletion_paired, i3d_deletion_ramp, i3d_edge_stages, i3d_edges, i3d_flip,
-    i3d_offsets, i3d_real, i3d_untrained, jaya_lstm, jaya_one_step, jaya_tsr_clean, li_cnnlstm, li_deletion,
-    li_deletion_voxels, li_masks, li_masks_scaled, li_pointing, li_table4, steps_both_sides,
+    hiley_weighted, i3d_deletion, i3d_deletion_paired, i3d_deletion_parity, i3d_deletion_ramp, i3d_edge_stages,
+    i3d_edges, i3d_flip, i3d_offsets, i3d_pads_mirrored, i3d_real, i3d_untrained, jaya_lstm, jaya_one_step,
+    jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks, li_masks_scaled, li_pointing, li_table4,
+    steps_both_sides,
 )}
 
 
