@@ -5,7 +5,8 @@ XLA's CPU backend compiles the max-pool gradient (``select_and_scatter``) slowly
 pooling itself (docs/performance.md). For the common non-overlapping pools (stride = window) the same routing is a
 reshape: every window becomes a trailing axis, the cotangent goes to the first maximal element (``argmax``, the
 element XLA and PyTorch pick on ties). Overlapping pools (the I3D's 3 x 3 x 3 windows of stride 1, its 3 x 3
-windows of stride 2) take one strided view per window offset instead, with the same choice of winner.
+windows of stride 2) find each window's winning offset from one strided view per offset, then gather every input
+position's cotangent in one pass of shifted reads (the same choice of winner; each input position is written once).
 """
 
 from __future__ import annotations
@@ -28,18 +29,19 @@ def _pads(padding, shape, window, strides):
     return tuple(tuple(p) for p in padding)
 
 
-def wta_backward(x, g, window, strides, padding):
+def wta_backward(x, g, window, strides, padding, y=None):
     """Cotangent of ``x`` for max pooling ``x`` ``[B, *spatial, C]`` with cotangent ``g`` on its output.
 
     ``window``/``strides``: per spatial axis; ``padding``: "VALID", "SAME" or ``(low, high)`` pairs (padded
-    positions never win). Each window's cotangent goes to its first maximal element.
+    positions never win); ``y``: the pooling's output when the caller has it (else it is computed again). Each
+    window's cotangent goes to its first maximal element.
     """
     window, strides = tuple(window), tuple(strides)
     n = len(window)
     spatial = x.shape[1:1 + n]
     pads = _pads(padding, spatial, window, strides)
     if window != strides:
-        return _wta_overlapping(x, g, window, strides, pads)
+        return _wta_overlapping(x, g, window, strides, pads, y)
     xp = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), constant_values=-jnp.inf)
     out_sizes = tuple((s + lo + hi - w) // w + 1 for s, (lo, hi), w in zip(spatial, pads, window))
     used = tuple(o * w for o, w in zip(out_sizes, window))
@@ -59,29 +61,55 @@ def wta_backward(x, g, window, strides, padding):
     return gp[(slice(None),) + tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, spatial))]
 
 
-def _wta_overlapping(x, g, window, strides, pads):
-    """:func:`wta_backward` for windows that overlap or leave gaps: one strided view of the padded input per window
-    offset (``prod(window)`` of them, a static loop over the window, not over positions); each output's cotangent
-    goes to the first offset, in row-major window order, that holds its maximum, and is put back in place by a
-    padding with interior stride (the transpose of the strided view)."""
+def _strided_views(x, window, strides, pads, out):
+    """One strided view of ``x`` padded with -inf per window offset (row-major): ``[(offset, view), ...]``."""
+    xp = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),), constant_values=-jnp.inf)
+    return xp, [(d, xp[(slice(None),) + tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(d, strides, out))])
+                for d in itertools.product(*(range(w) for w in window))]
+
+
+def _strided_max(x, window, strides, pads):
+    """Max pooling of ``x`` ``[B, *spatial, C]`` as the maximum of its strided views (exactly reduce_window's)."""
+    n = len(window)
+    out = tuple((s + lo + hi - w) // st + 1 for s, (lo, hi), w, st in zip(x.shape[1:1 + n], pads, window, strides))
+    _, views = _strided_views(x, window, strides, pads, out)
+    return functools.reduce(jnp.maximum, [v for _, v in views])
+
+
+def _wta_overlapping(x, g, window, strides, pads, y=None):
+    """:func:`wta_backward` for windows that overlap or leave gaps, in two fused passes.
+
+    1. The winner: ``k[o]``, the first window offset ``d`` (row-major) with ``xp[o * s + d] == y[o]``, from one
+       strided view of the padded input ``xp`` per offset (``prod(window)`` of them: a static loop over the window,
+       not over positions).
+    2. The routing: ``g`` and ``k`` are spread onto the padded grid (output ``o`` at ``o * s``, interior padding
+       ``s - 1``), and the input cotangent is ``dx[q] = sum_d [k'[q - d] == d] g'[q - d]``: one shifted read per
+       offset, every input position written once (no ``prod(window)`` passes over an input-sized accumulator).
+    """
     n = len(window)
     out = g.shape[1:1 + n]
-    xp = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),), constant_values=-jnp.inf)
-    views = []
-    for d in itertools.product(*(range(w) for w in window)):
-        index = (slice(None),) + tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(d, strides, out))
-        views.append((d, xp[index]))
-    y = functools.reduce(jnp.maximum, [v for _, v in views])
-    taken = jnp.zeros(g.shape, bool)
-    total = jnp.zeros(xp.shape, g.dtype)
+    xp, pairs = _strided_views(x, window, strides, pads, out)
+    offsets, views = [d for d, _ in pairs], [v for _, v in pairs]
+    y = functools.reduce(jnp.maximum, views) if y is None else y
+    index = jnp.int8 if len(offsets) < 127 else jnp.int32
+    k = jnp.full(g.shape, -1, index)  # -1: no winner (a NaN window), as select_and_scatter leaves it
+    for i in reversed(range(len(offsets))):
+        k = jnp.where(views[i] == y, jnp.asarray(i, index), k)
+    # g and k on the padded grid, shifted by window - 1 so that every read q - d stays in range
+    config = [(0, 0, 0)] + [(w - 1, size - (m - 1) * s - 1, s - 1)
+                            for w, s, m, size in zip(window, strides, out, xp.shape[1:1 + n])] + [(0, 0, 0)]
+    gs = jax.lax.pad(g, jnp.zeros((), g.dtype), config)
+    ks = jax.lax.pad(k, jnp.asarray(-1, index), config)
+    spatial = x.shape[1:1 + n]
     zero = jnp.zeros((), g.dtype)
-    for d, v in views:
-        win = (v == y) & ~taken
-        taken = taken | win
-        config = [(0, 0, 0)] + [(o, size - (o + s * (m - 1) + 1), s - 1)
-                                for o, s, m, size in zip(d, strides, out, xp.shape[1:1 + n])] + [(0, 0, 0)]
-        total = total + jax.lax.pad(jnp.where(win, g, zero), zero, config)
-    return total[(slice(None),) + tuple(slice(lo, lo + size) for (lo, _), size in zip(pads, x.shape[1:1 + n]))]
+    total = None
+    for i, d in enumerate(offsets):
+        # input position q (unpadded) is xp position q + lo, read at (q + lo) - d + (w - 1)
+        at = (slice(None),) + tuple(slice(lo + w - 1 - e, lo + w - 1 - e + size)
+                                    for (lo, _), w, e, size in zip(pads, window, d, spatial))
+        term = jnp.where(ks[at] == i, gs[at], zero)
+        total = term if total is None else total + term
+    return total
 
 
 def fast_max_pool(call):
@@ -96,8 +124,11 @@ def fast_max_pool(call):
             or any(d != 1 for d in e.params["base_dilation"] + e.params["window_dilation"]):
         return None
     window, strides, padding = tuple(wd[1:-1]), tuple(ws[1:-1]), tuple(tuple(p) for p in pads[1:-1])
-    out = call.forward()
-    return P.with_backward(lambda ins, o, ex, ct: (wta_backward(ins[0], ct, window, strides, padding),),
+    if len(call.node.eqns) == 1 and window != strides and call.inputs[0].dtype == jnp.float32:
+        out = _strided_max(call.inputs[0], window, strides, padding)  # the same maxima, faster than reduce_window
+    else:
+        out = call.forward()
+    return P.with_backward(lambda ins, o, ex, ct: (wta_backward(ins[0], ct, window, strides, padding, o),),
                            call.inputs, out)
 
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvx import lrp
+from jaxvx import _max_pool, lrp
 from jaxvx._max_pool import wta_backward
 from jaxvx.models import AvgPool3D, MaxPool3D, ReLU, Sum
 
@@ -135,7 +135,8 @@ def engine_relevance(model, variables, x, rule, r_out, *extra):
 
 def reference(rule_name, x, w, b, r, *, eps=1e-6, gamma=0.25, alpha=2.0, beta=1.0, low=-2.0, high=3.0,
               zero_bias=False):
-    """Rule formulas on flattened ``x`` ``[B, n_in]``, ``w`` ``[n_in, n_out]``, ``b`` ``[n_out]``, ``r`` ``[B, n_out]``."""
+    """Rule formulas on flattened ``x`` ``[B, n_in]``, ``w`` ``[n_in, n_out]``, ``b`` ``[n_out]``, ``r``
+    ``[B, n_out]``."""
     wp, wn = _pos(w), _neg(w)
     bp, bn = _pos(b), _neg(b)
     xp, xn = _pos(x), _neg(x)
@@ -321,18 +322,23 @@ def test_wta_backward_ties_and_overlap():
     g = np.ones((1, 1, 2, 2, 1))
     got = np.asarray(wta_backward(jnp.asarray(x), jnp.asarray(g), (2, 2, 2), (2, 2, 2), "VALID"))
     assert got.sum() == 4 and got[0, 0, 0, 0, 0] == 1 and got[0, 0, 0, 2, 0] == 1
-    # overlapping windows (the I3D's pools among them), padding, ties at zero after a ReLU: the ordinary gradient,
-    # exactly (integer cotangents, so that the order of the sums cannot matter)
+    # overlapping windows (the I3D's pools among them) or gaps, padding, ties at zero after a ReLU: the ordinary
+    # gradient, exactly (integer cotangents, so that the order of the sums cannot matter)
     for shape, window, strides, padding in [((2, 5, 5, 2), (3, 3), (2, 2), "VALID"),
                                             ((2, 5, 7, 6, 3), (3, 3, 3), (1, 1, 1), "SAME"),
                                             ((1, 4, 9, 8, 2), (1, 3, 3), (1, 2, 2), "SAME"),
                                             ((1, 5, 6, 7, 2), (3, 3, 3), (2, 2, 2), "SAME"),
-                                            ((1, 4, 5, 6, 2), (2, 3, 3), (1, 2, 1), ((0, 1), (1, 1), (0, 0)))]:
+                                            ((1, 4, 5, 6, 2), (2, 3, 3), (1, 2, 1), ((0, 1), (1, 1), (0, 0))),
+                                            ((2, 7, 8, 2), (2, 2), (3, 3), "VALID"),  # gaps between windows
+                                            ((1, 7, 9, 3), (2, 3), (3, 2), "SAME")]:
         x = np.maximum(RNG.normal(size=shape), 0).astype(np.float32)
         y, pull = jax.vjp(lambda v: nn.max_pool(v, window, strides, padding), jnp.asarray(x))
         g = RNG.integers(-4, 5, size=y.shape).astype(np.float32)
         got = np.asarray(wta_backward(jnp.asarray(x), jnp.asarray(g), window, strides, padding))
         np.testing.assert_array_equal(got, np.asarray(pull(jnp.asarray(g))[0]), err_msg=str((window, strides)))
+        pads = _max_pool._pads(padding, shape[1:-1], window, strides)  # the forward the engine runs instead
+        np.testing.assert_array_equal(np.asarray(_max_pool._strided_max(jnp.asarray(x), window, strides, pads)),
+                                      np.asarray(y))
 
 
 def test_pass_rule_crosses_relu_unchanged():
