@@ -218,6 +218,24 @@ def li_deletion(out, clips, limit):
        ["deletion_frames", "insertion_frames"], clips=clips, limit=limit, render={"action_frames": 8})
 
 
+def li_masks_deletion(out, clips, limit):
+    """Deletion and insertion over frames for EP-3D and STEP with the scaled constants of li_masks_scaled, beside
+    the gradient and a random map on the same clips (the first ``limit`` of li_pointing)."""
+    from jaxvx import methods as jm
+    from jaxvx.explain import EXTREMAL_AREA
+
+    model, variables, card = load("r2plus1d-small")
+    meths, model, variables = methods_for(["random", "gradient"], model, variables, card)
+    meths = {"ep3d_scaled": jm.ep3d(EXTREMAL_AREA, step=2, sigma=3.0),
+             "step_scaled": jm.step(EXTREMAL_AREA, step=2, sigma=3.0, kernel_size=3), **meths}
+    t0 = time.perf_counter()
+    res = _run(source(card, clips, action_frames=8), model, meths, variables=variables,
+               transforms=[sum_channels()], metrics=["deletion_frames", "insertion_frames"], batch_size=2, length=16,
+               preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
+               provenance={"checkpoint": "r2plus1d-small"})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
 def li_deletion_voxels(out, clips, limit):
     """Deletion and insertion over voxels (20 steps of 5 % of the T x H x W positions, in the order of the
     channel-summed map, all channels of a voxel at once) for Li's baselines and a random map, on the li_pointing
@@ -999,8 +1017,8 @@ EXPERIMENTS = {f.__name__: f for f in (
     chance_hiley, chance_jaya, dtd_proportional_steps, hiley_agreement, hiley_cue, hiley_padding, hiley_sigma2,
     hiley_weighted, i3d_deletion, i3d_deletion_paired, i3d_deletion_parity, i3d_deletion_ramp, i3d_edge_stages,
     i3d_edges, i3d_flip, i3d_offsets, i3d_pads_mirrored, i3d_real, i3d_untrained, jaya_lstm, jaya_one_step,
-    jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks, li_masks_scaled, li_pointing, li_table4,
-    steps_both_sides,
+    jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks, li_masks_deletion, li_masks_scaled,
+    li_pointing, li_table4, steps_both_sides,
 )}
 
 
