@@ -798,6 +798,20 @@ def _i3d_stages(variables):
     return stages, head
 
 
+def _tail_from(stages, head, i):
+    """The I3D from stage ``i`` of :func:`_i3d_stages` on: a function of that stage's input to the logits."""
+    def f(h):
+        for _, g in stages[i:]:
+            h = g(h)
+        return head(h)
+    return f
+
+
+def _zplus_all():
+    """z+ on every linear layer, biases left out (deep Taylor's rule above the first layer)."""
+    return lrp.Composite("zplus_all", lrp.layer_map_base() + ((lrp.LINEAR, lrp.zplus(zero_params=("bias",))),))
+
+
 def i3d_edge_stages(out, clips, limit, root="/work/shared/videos"):
     """Where in the I3D deep Taylor's right-edge pile-up arises: the relevance at the input of a stage (z+ on every
     convolution above the first, as deep Taylor; z^B on the first at the clip itself), channel-summed, and the
@@ -810,17 +824,10 @@ def i3d_edge_stages(out, clips, limit, root="/work/shared/videos"):
     model, variables, card = load("i3d-kinetics400")
     stages, head = _i3d_stages(variables)
 
-    def tail_from(i):
-        def f(h):
-            for _, g in stages[i:]:
-                h = g(h)
-            return head(h)
-        return f
-
     cuts = [0, 1, 3, 5, 8, 14, 15]  # input, Conv3d_1a out, Conv3d_2b out, Mixed_3b, _4b, _5b, _5c in
-    zplus_all = lrp.Composite("zplus_all", lrp.layer_map_base() + ((lrp.LINEAR, lrp.zplus(zero_params=("bias",))),))
+    zplus_all = _zplus_all()
     fns = {i: jax.jit(jm.lrp(lrp.deep_taylor(-1.0, 1.0) if i == 0 else zplus_all), static_argnums=0) for i in cuts}
-    tails = {i: tail_from(i) for i in cuts}
+    tails = {i: _tail_from(stages, head, i) for i in cuts}
     shares: dict = {}
     t0 = time.perf_counter()
     for r in _real_snippets(root, (0, 48), 32)[:limit]:
@@ -844,6 +851,56 @@ def i3d_edge_stages(out, clips, limit, root="/work/shared/videos"):
         v = np.array(v)
         print(f"| {name} | {int(v[0, 4])} x {int(v[0, 5])} | {1 / v[0, 5]:.4f} | {v[:, 0].mean():.4f} | "
               f"{v[:, 1].mean():.4f} | {v[:, 2].mean():.4f} | {v[:, 3].mean():.4f} |", flush=True)
+
+
+def i3d_edge_channels(out, clips, limit, root="/work/shared/videos"):
+    """Which channels carry the I3D's right-edge pile-up at the top of the network: deep Taylor's relevance (z+
+    above the cut, as :func:`i3d_edge_stages`) at the input of Mixed_5c (Mixed_5b's output) and at the head's
+    input (Mixed_5c's output), split by the inception branch that made each channel (1x1; 1x1 then 3x3; 1x1 then
+    3x3; 3x3x3 max pool then 1x1). Per branch: its share of the positive relevance, the share of its own positive
+    relevance in the rightmost of the 7 columns (uniform 1/7 = 0.143), and its share of all the rightmost column's
+    relevance; and how many channels hold half of that column's relevance. Prints markdown (nothing written)."""
+    from jaxvx import methods as jm
+    from jaxvx.io import preprocess
+    from jaxvx.models._i3d import _MIXED
+
+    model, variables, card = load("i3d-kinetics400")
+    stages, head = _i3d_stages(variables)
+
+    zplus_all = _zplus_all()
+    explain = jax.jit(jm.lrp(zplus_all), static_argnums=0)
+    cuts = {"Mixed_5c input (Mixed_5b's branches)": (15, "Mixed_5b"),
+            "head input (Mixed_5c's branches)": (16, "Mixed_5c")}
+    tails = {i: _tail_from(stages, head, i) for i, _ in cuts.values()}
+    maps: dict = {name: [] for name in cuts}
+    t0 = time.perf_counter()
+    for r in _real_snippets(root, (0, 48), 32)[:limit]:
+        x = preprocess(r["video"][:16], **card["preprocess"])[None]
+        hs = [x]
+        for _, g in stages:
+            hs.append(g(hs[-1]))
+        target = jnp.argmax(head(hs[-1]), -1)
+        for name, (i, _) in cuts.items():
+            m = np.maximum(np.asarray(explain(tails[i], hs[i], target))[0], 0)  # [T, 7, 7, C]
+            maps[name].append(m / m.sum())
+    print(f"== {out}: {len(next(iter(maps.values())))} snippets, {time.perf_counter() - t0:.0f} s")
+    for name, (i, block) in cuts.items():
+        m = np.mean(maps[name], axis=0)  # the snippets' normalised maps, averaged
+        b0, _, b1, _, b2, b3 = _MIXED[block]
+        edges = np.cumsum([0, b0, b1, b2, b3])
+        labels = ["1x1", "1x1, 3x3", "1x1, 3x3 (narrow)", "max pool, 1x1"]
+        per_channel = m.sum(axis=(0, 1, 2))
+        right = m[:, :, -1].sum(axis=(0, 1))
+        order = np.argsort(-right)
+        half = int(np.searchsorted(np.cumsum(right[order]) / right.sum(), 0.5)) + 1
+        print(f"\n{name}: rightmost column {right.sum():.3f} of the positive relevance (uniform 0.143); half of it "
+              f"in {half} of {len(right)} channels\n")
+        print("| branch | channels | share of the relevance | its share in the rightmost column | share of that "
+              "column's relevance |\n|---|---:|---:|---:|---:|")
+        for lab, lo, hi in zip(labels, edges[:-1], edges[1:]):
+            tot = per_channel[lo:hi].sum()
+            print(f"| {lab} | {hi - lo} | {tot:.3f} | {right[lo:hi].sum() / tot:.3f} | "
+                  f"{right[lo:hi].sum() / right.sum():.3f} |", flush=True)
 
 
 def i3d_deletion_ramp(out, clips, limit, root="/work/shared/videos"):
@@ -1015,10 +1072,10 @@ def i3d_pads_mirrored(out, clips, limit, root="/work/shared/videos"):
 
 EXPERIMENTS = {f.__name__: f for f in (
     chance_hiley, chance_jaya, dtd_proportional_steps, hiley_agreement, hiley_cue, hiley_padding, hiley_sigma2,
-    hiley_weighted, i3d_deletion, i3d_deletion_paired, i3d_deletion_parity, i3d_deletion_ramp, i3d_edge_stages,
-    i3d_edges, i3d_flip, i3d_offsets, i3d_pads_mirrored, i3d_real, i3d_untrained, jaya_lstm, jaya_one_step,
-    jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks, li_masks_deletion, li_masks_scaled,
-    li_pointing, li_table4, steps_both_sides,
+    hiley_weighted, i3d_deletion, i3d_deletion_paired, i3d_deletion_parity, i3d_deletion_ramp, i3d_edge_channels,
+    i3d_edge_stages, i3d_edges, i3d_flip, i3d_offsets, i3d_pads_mirrored, i3d_real, i3d_untrained, jaya_lstm,
+    jaya_one_step, jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks, li_masks_deletion,
+    li_masks_scaled, li_pointing, li_table4, steps_both_sides,
 )}
 
 
