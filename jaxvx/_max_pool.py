@@ -92,7 +92,8 @@ def _wta_overlapping(x, g, window, strides, pads, y=None):
     offsets, views = [d for d, _ in pairs], [v for _, v in pairs]
     y = functools.reduce(jnp.maximum, views) if y is None else y
     index = jnp.int8 if len(offsets) < 127 else jnp.int32
-    k = jnp.full(g.shape, -1, index)  # -1: no winner (a NaN window), as select_and_scatter leaves it
+    k = jnp.full(g.shape, -1, index)  # -1: no winner; a window holding a NaN drops its cotangent (XLA's
+    # select_and_scatter hands it to a non-NaN element instead, and the reshape path above to the argmax)
     for i in reversed(range(len(offsets))):
         k = jnp.where(views[i] == y, jnp.asarray(i, index), k)
     # g and k on the padded grid, shifted by window - 1 so that every read q - d stays in range
@@ -113,18 +114,20 @@ def _wta_overlapping(x, g, window, strides, pads, y=None):
 
 
 def fast_max_pool(call):
-    """A max-pooling node's output with the winner-takes-all backward of :func:`wta_backward`
-    (the ordinary gradient, without XLA's slow ``select_and_scatter`` where windows do not overlap); None where
-    the pooling is not a channels-last ``[B, *spatial, C]`` window pooling."""
+    """A max-pooling node's output with the winner-takes-all backward of :func:`wta_backward` (the ordinary
+    gradient, without XLA's slow ``select_and_scatter``); for overlapping windows or gaps the output itself is the
+    maximum of strided views (the same values as ``reduce_window``). None where the pooling is not a channels-last
+    ``[B, *spatial, C]`` window pooling, or pads a negative amount (cropping; the ordinary gradient then)."""
     e = call._program.eqns[call.node.eqns[0]]
     if e.prim.name != "reduce_window_max":
         return None
     wd, ws, pads = e.params["window_dimensions"], e.params["window_strides"], e.params["padding"]
     if (wd[0], wd[-1], ws[0], ws[-1]) != (1, 1, 1, 1) or tuple(pads[0]) != (0, 0) or tuple(pads[-1]) != (0, 0) \
-            or any(d != 1 for d in e.params["base_dilation"] + e.params["window_dilation"]):
+            or any(d != 1 for d in e.params["base_dilation"] + e.params["window_dilation"]) \
+            or any(p < 0 for pair in pads for p in pair):
         return None
     window, strides, padding = tuple(wd[1:-1]), tuple(ws[1:-1]), tuple(tuple(p) for p in pads[1:-1])
-    if len(call.node.eqns) == 1 and window != strides and call.inputs[0].dtype == jnp.float32:
+    if window != strides and call.inputs[0].dtype == jnp.float32:
         out = _strided_max(call.inputs[0], window, strides, padding)  # the same maxima, faster than reduce_window
     else:
         out = call.forward()

@@ -341,6 +341,16 @@ def test_wta_backward_ties_and_overlap():
                                       np.asarray(y))
 
 
+def test_max_pool_with_negative_padding_is_left_to_xla():
+    """A pooling that crops (negative padding) keeps its ordinary forward when read as a program (JAX itself cannot
+    differentiate it)."""
+    from jaxvx.methods._gradient import fast_forward
+
+    def forward(v):
+        return nn.max_pool(jnp.maximum(v, 0), (1, 3, 3), strides=(1, 2, 1), padding=((0, 0), (-1, 0), (0, 0)))
+    x = jnp.asarray(RNG.normal(size=(2, 2, 7, 6, 2)), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(fast_forward(forward)(x)), np.asarray(forward(x)))
+
 def test_pass_rule_crosses_relu_unchanged():
     x = RNG.normal(size=(2, 6))
     r = RNG.normal(size=(2, 6))

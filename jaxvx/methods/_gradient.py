@@ -31,7 +31,7 @@ IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle"
 def fast_forward(forward: Callable) -> Callable:
     """``forward`` with the same outputs and gradients, read as a traced program (:mod:`jaxvx._program`): its
     convolutions computed by :func:`jaxvx.models.conv_general_dilated` (oneDNN on the CPU), max pooling's backward
-    without XLA's slow ``select_and_scatter`` where windows do not overlap (:mod:`jaxvx._max_pool`)."""
+    without XLA's slow ``select_and_scatter`` (:mod:`jaxvx._max_pool`)."""
 
     def f(video):
         program = P.trace(forward, video)
