@@ -719,6 +719,24 @@ def i3d_deletion_parity(out, clips, limit, root="/work/shared/videos"):
     print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
+def i3d_ep3d(out, clips, limit, root="/work/shared/videos"):
+    """EP-3D on the I3D's real snippets, Li et al.'s settings for frames larger than 112 pixels (area 0.1, control
+    points every 7 pixels, blur sigma 23, 1000 iterations), beside a random map: P_t (B, L) and deletion and
+    insertion over frames, the predicted class. One snippet did not finish in 39 minutes on 2 CPU cores: for a GPU."""
+    from jaxvx import methods as jm
+
+    model, variables, card = load("i3d-kinetics400")
+    records = _real_snippets(root, (0, 48), 32)
+    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
+    t0 = time.perf_counter()
+    res = _run(keep, model, {"ep3d": jm.ep3d(0.1, sigma=23.0), "random": random_map()}, variables=variables,
+               transforms=[sum_channels()], metrics=["frame_share", "deletion_frames", "insertion_frames"],
+               batch_size=1, length=16, preprocess=dict(card.get("preprocess", {})), target="predicted",
+               progress=False, out=out, metric_options=pipeline.MetricOptions(perturbation_steps=8),
+               provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
+
 def i3d_deletion_paired(out, clips, limit):
     """Paired differences of the AOPC between the maps of :func:`i3d_deletion`, :func:`i3d_deletion_ramp` and
     :func:`i3d_deletion_parity`, those of them run first into the same ``OUTX``, snippet by snippet: the mean, a
@@ -1073,7 +1091,7 @@ def i3d_pads_mirrored(out, clips, limit, root="/work/shared/videos"):
 EXPERIMENTS = {f.__name__: f for f in (
     chance_hiley, chance_jaya, dtd_proportional_steps, hiley_agreement, hiley_cue, hiley_padding, hiley_sigma2,
     hiley_weighted, i3d_deletion, i3d_deletion_paired, i3d_deletion_parity, i3d_deletion_ramp, i3d_edge_channels,
-    i3d_edge_stages, i3d_edges, i3d_flip, i3d_offsets, i3d_pads_mirrored, i3d_real, i3d_untrained, jaya_lstm,
+    i3d_edge_stages, i3d_edges, i3d_ep3d, i3d_flip, i3d_offsets, i3d_pads_mirrored, i3d_real, i3d_untrained, jaya_lstm,
     jaya_one_step, jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks, li_masks_deletion,
     li_masks_scaled, li_pointing, li_table4, steps_both_sides,
 )}
