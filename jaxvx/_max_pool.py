@@ -62,18 +62,20 @@ def wta_backward(x, g, window, strides, padding, y=None):
 
 
 def _strided_views(x, window, strides, pads, out):
-    """One strided view of ``x`` padded with -inf per window offset (row-major): ``[(offset, view), ...]``."""
+    """``(xp, offsets, views)``: ``x`` padded with -inf, the window offsets (row-major) and one strided view of
+    ``xp`` per offset."""
     xp = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),), constant_values=-jnp.inf)
-    return xp, [(d, xp[(slice(None),) + tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(d, strides, out))])
-                for d in itertools.product(*(range(w) for w in window))]
+    offsets = list(itertools.product(*(range(w) for w in window)))
+    views = [xp[(slice(None),) + tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(d, strides, out))]
+             for d in offsets]
+    return xp, offsets, views
 
 
 def _strided_max(x, window, strides, pads):
     """Max pooling of ``x`` ``[B, *spatial, C]`` as the maximum of its strided views (exactly reduce_window's)."""
     n = len(window)
     out = tuple((s + lo + hi - w) // st + 1 for s, (lo, hi), w, st in zip(x.shape[1:1 + n], pads, window, strides))
-    _, views = _strided_views(x, window, strides, pads, out)
-    return functools.reduce(jnp.maximum, [v for _, v in views])
+    return functools.reduce(jnp.maximum, _strided_views(x, window, strides, pads, out)[2])
 
 
 def _wta_overlapping(x, g, window, strides, pads, y=None):
@@ -88,8 +90,7 @@ def _wta_overlapping(x, g, window, strides, pads, y=None):
     """
     n = len(window)
     out = g.shape[1:1 + n]
-    xp, pairs = _strided_views(x, window, strides, pads, out)
-    offsets, views = [d for d, _ in pairs], [v for _, v in pairs]
+    xp, offsets, views = _strided_views(x, window, strides, pads, out)
     y = functools.reduce(jnp.maximum, views) if y is None else y
     index = jnp.int8 if len(offsets) < 127 else jnp.int32
     k = jnp.full(g.shape, -1, index)  # -1: no winner; a window holding a NaN drops its cotangent (XLA's

@@ -351,6 +351,7 @@ def test_max_pool_with_negative_padding_is_left_to_xla():
     x = jnp.asarray(RNG.normal(size=(2, 2, 7, 6, 2)), jnp.float32)
     np.testing.assert_array_equal(np.asarray(fast_forward(forward)(x)), np.asarray(forward(x)))
 
+
 def test_pass_rule_crosses_relu_unchanged():
     x = RNG.normal(size=(2, 6))
     r = RNG.normal(size=(2, 6))
