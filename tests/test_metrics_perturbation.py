@@ -65,6 +65,40 @@ def test_matches_loop_reference(mode, unit, steps):
     np.testing.assert_allclose(np.asarray(curve.auc), np.trapezoid(want, fr, axis=1), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+@pytest.mark.parametrize("unit, steps", [("frames", None), ("voxels", 7), ("frames", 1)])
+def test_endpoints_replace_the_two_map_independent_forwards(mode, unit, steps):
+    """With the logits of the clip and of the all-baseline input given, the curve is the same, its first and last
+    points come from them, and only the S - 1 steps between run the model."""
+    rng = np.random.default_rng(3)
+    forward = _forward()
+    video = rng.normal(size=(B, T, H, W, C)).astype(np.float32)
+    relevance = rng.normal(size=(B, T, H, W, C)).astype(np.float32)
+    target = np.array([1, 2])
+    ends = (forward(video), forward(np.full_like(video, 0.5)))
+    kw = dict(mode=mode, unit=unit, steps=steps, baseline=0.5)
+    plain = perturbation_curve(forward, video, relevance, target, **kw)
+    calls = []
+
+    def counted(v):
+        jax.debug.callback(lambda: calls.append(1))
+        return forward(v)
+
+    given = perturbation_curve(counted, video, relevance, target, endpoints=ends, **kw)
+    s = T if steps is None else steps
+    assert len(calls) == s - 1
+    for field in ("scores", "aopc", "auc", "fractions"):
+        np.testing.assert_allclose(np.asarray(getattr(given, field)), np.asarray(getattr(plain, field)), rtol=1e-5,
+                                   atol=1e-7)
+    # the endpoints are read, not recomputed: shifted logits of the untouched clip move that end of the curve
+    shifted = (ends[0].at[:, 0].add(5.0), ends[1])
+    moved = np.asarray(perturbation_curve(forward, video, relevance, target, endpoints=shifted, **kw).scores)
+    untouched = 0 if mode == "deletion" else -1
+    assert np.all(moved[:, untouched] != np.asarray(plain.scores)[:, untouched])
+    np.testing.assert_allclose(np.delete(moved, untouched, axis=1),
+                               np.delete(np.asarray(plain.scores), untouched, axis=1), rtol=1e-5, atol=1e-7)
+
+
 def test_faithful_map_beats_reversed_map():
     # the model looks only at frame 2's mean brightness: class 0 score = 10 * mean(frame 2)
     def forward(v):
@@ -108,3 +142,6 @@ def test_bad_arguments():
         perturbation_curve(forward, video, np.zeros((1, T)), np.array([0]), unit="voxels")
     with pytest.raises(ValueError, match="target"):
         perturbation_curve(forward, video, np.zeros((1, T)), np.array([0.5]))
+    with pytest.raises(ValueError, match=r"endpoints must be .*B = 1, got shapes \[\(2, 3\), \(1, 3\)\]"):
+        perturbation_curve(forward, video, np.zeros((1, T)), np.array([0]),
+                           endpoints=(np.zeros((2, 3)), np.zeros((1, 3))))

@@ -1,5 +1,6 @@
 """jaxvx.pipeline.run: rows against direct computation, sharding over 4 host devices, resume, input errors, skips."""
 
+import functools
 import json
 import os
 import pathlib
@@ -15,8 +16,8 @@ import pytest
 from jaxvx import pipeline
 from jaxvx.pipeline import MetricOptions, OutputOptions, Sampling
 from jaxvx.data import synthetic
-from jaxvx.metrics import (keyframe_correlation, keyframes, motion_precision, selectivity, spatial_pointing_game,
-                           temporal_pointing_game)
+from jaxvx.metrics import (keyframe_correlation, keyframes, motion_precision, perturbation_curve, selectivity,
+                           spatial_pointing_game, temporal_pointing_game)
 from jaxvx.transforms import selective, sum_channels
 
 T, S, K = 8, 24, 10
@@ -151,6 +152,43 @@ def test_keyframe_correlation_metric_against_direct_computation():
                     else r["methods"]["gxi"]["keyframe_correlation"] for r in _ok_rows(res)])
     assert np.isfinite(want).sum() >= 3  # most clips have key frames and a varying saliency
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)  # NaN where they are undefined, on both sides
+
+
+def test_deletion_insertion_metrics_against_direct_computation():
+    """Every method's curves against :func:`perturbation_curve` run alone; the two map-independent points of the
+    curves are one forward per batch for all of them (the step's own forward and one of the baseline)."""
+    source, variables = make_source(4), make_variables()
+    calls = []
+
+    def counted(variables, video):
+        jax.debug.callback(lambda: calls.append(1))
+        return apply(variables, video)
+
+    def reversed_gxi(forward, video, target=None, *, key=None):
+        return -gradient_x_input(forward, video, target)
+
+    methods = {"gxi": gradient_x_input, "reversed": reversed_gxi}
+    opts = MetricOptions(perturbation_steps=4, perturbation_baseline=0.25)
+    res = prun(source, counted, methods, variables=variables, metrics=["deletion_frames", "insertion_frames"],
+               batch_size=4, progress=False, metric_options=opts)
+    # one batch: the prediction, each method's own forward (its gradient), the baseline, then S - 1 = 3 steps for
+    # each of 2 curves of 2 methods (S + 1 = 5 each without the shared points: 23 calls)
+    assert len(calls) == 1 + 2 + 1 + 2 * 2 * 3
+    batch = source.batch(range(4))
+    video = jnp.asarray(batch["video"].astype(np.float32) / 255.0)
+    forward = functools.partial(apply, variables)
+    target = jnp.asarray(batch["label"])
+    rows = _ok_rows(res)
+    for name, method in methods.items():
+        rel = method(forward, video, target)
+        for mode in ("deletion", "insertion"):
+            want = perturbation_curve(forward, video, rel, target, mode=mode, steps=4, baseline=0.25)
+            got = [r["methods"][name][f"{mode}_frames"] for r in rows]
+            got_auc = [r["methods"][name][f"{mode}_frames_auc"] for r in rows]
+            np.testing.assert_allclose(got, np.asarray(want.aopc), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(got_auc, np.asarray(want.auc), rtol=1e-4, atol=1e-6)
+    # the two maps order the frames oppositely: what one deletes first hurts the score more
+    assert any(r["methods"]["gxi"]["deletion_frames"] != r["methods"]["reversed"]["deletion_frames"] for r in rows)
 
 
 @pytest.mark.slow

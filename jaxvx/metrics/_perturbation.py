@@ -56,7 +56,8 @@ def _unit_relevance(relevance, video_shape, unit: str) -> jax.Array:
 
 def perturbation_curve(forward: Callable, video, relevance, target, *, mode: str = "deletion",
                        unit: str = "frames", steps: int | None = None, baseline=0.0,
-                       score: str = "probability", batch_size: int | None = None) -> PerturbationCurve:
+                       score: str = "probability", batch_size: int | None = None,
+                       endpoints=None) -> PerturbationCurve:
     """Delete (or insert) the most relevant frames or voxels first and follow the model's score of the target.
 
     Units are ranked by relevance, largest first (frames by their summed relevance, voxels ``(t, y, x)`` by the
@@ -82,6 +83,10 @@ def perturbation_curve(forward: Callable, video, relevance, target, *, mode: str
             or an array broadcastable to ``video`` (e.g. a blurred copy of it).
         score: ``"probability"`` (softmax, default) or ``"logit"``.
         batch_size: steps evaluated together by ``jax.lax.map``; default ``None``: one step at a time.
+        endpoints: ``(logits of video, logits of the all-baseline input)``, float ``[B, K]`` each, when the caller
+            has them (the pipeline computes them once for every map of a batch). The two points of the curve that
+            do not depend on the map (nothing and everything removed or inserted) are then scored from them, and
+            only the ``S - 1`` steps between take a forward each. Default ``None``: ``S + 1`` forwards.
 
     Returns:
         :class:`PerturbationCurve`.
@@ -105,8 +110,13 @@ def perturbation_curve(forward: Callable, video, relevance, target, *, mode: str
     if target.shape != (b,) or not jnp.issubdtype(target.dtype, jnp.integer):
         raise ValueError(f"target must be int [B] = ({b},), got shape {tuple(target.shape)} dtype {target.dtype}")
     fill = jnp.broadcast_to(jnp.asarray(baseline, dtype=video.dtype), video.shape)
+    if endpoints is not None:
+        endpoints = tuple(jnp.asarray(e) for e in endpoints)
+        if len(endpoints) != 2 or any(e.ndim != 2 or e.shape[0] != b for e in endpoints):
+            raise ValueError(f"endpoints must be (logits of video, logits of the baseline input), [B, K] each with "
+                             f"B = {b}, got shapes {[tuple(e.shape) for e in endpoints]}")
 
-    def compute(video, per_unit, target, fill):
+    def compute(video, per_unit, target, fill, endpoints):
         # rank[b, u] = position of unit u in the descending order (0 = most relevant); stable for ties
         order = jnp.argsort(-per_unit, axis=1, stable=True)
         rank = jnp.argsort(order, axis=1, stable=True)
@@ -117,16 +127,23 @@ def perturbation_curve(forward: Callable, video, relevance, target, *, mode: str
                 return keep.reshape(b, t, 1, 1, 1)
             return keep.reshape(b, t, h, w, 1)
 
-        def step_score(n_k):
-            top = rank < n_k  # [B, N]
-            take_input = ~top if mode == "deletion" else top
-            x = jnp.where(expand(take_input), video, fill)
-            logits = forward(x)
+        def target_score(logits):
             if score == "probability":
                 logits = jax.nn.softmax(logits, axis=-1)
             return jnp.take_along_axis(logits, target[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
-        scores = jax.lax.map(step_score, counts, batch_size=batch_size).T.astype(jnp.float32)  # [B, S + 1]
+        def step_score(n_k):
+            top = rank < n_k  # [B, N]
+            take_input = ~top if mode == "deletion" else top
+            return target_score(forward(jnp.where(expand(take_input), video, fill)))
+
+        if endpoints is None:
+            scores = jax.lax.map(step_score, counts, batch_size=batch_size).T  # [B, S + 1]
+        else:  # step 0 and step S: the untouched input and the all-baseline one, in the order of the mode
+            first, last = (target_score(e)[:, None] for e in (endpoints if mode == "deletion" else endpoints[::-1]))
+            inner = [jax.lax.map(step_score, counts[1:-1], batch_size=batch_size).T] if steps > 1 else []
+            scores = jnp.concatenate([first, *inner, last], axis=1)
+        scores = scores.astype(jnp.float32)
         fractions = counts.astype(jnp.float32) / n
         gain = scores - scores[:, :1]
         aopc = (-gain if mode == "deletion" else gain).mean(axis=1)
@@ -134,7 +151,7 @@ def perturbation_curve(forward: Callable, video, relevance, target, *, mode: str
         return PerturbationCurve(fractions=fractions, scores=scores, aopc=aopc, auc=auc)
 
     # one program per call (inlined when the caller is itself jitted)
-    return jax.jit(compute)(video, per_unit, target, fill)
+    return jax.jit(compute)(video, per_unit, target, fill, endpoints)
 
 
 def deletion_curve(forward, video, relevance, target, **kwargs) -> PerturbationCurve:

@@ -2,11 +2,12 @@
 
 A metric is a function ``(relevance, batch) -> {column: array [B]}`` (or a single array [B] / [B, k]) traced inside
 the step, with ``batch`` a dict of the batch's arrays: ``video`` float32 ``[B, T, H, W, C]``, ``target``,
-``label``, ``prediction`` int ``[B]``, ``forward`` (the model as ``video -> logits``), ``raw`` (the method's map
-before the transforms) and the ground truth the records carry, mapped to the model's grid: ``boxes`` ``[B, T, 4]``,
-``present`` ``[B, T]``, ``segment`` (bool ``[B, T]``: the sampled frame lies in the action), ``motion``
-``[B, T, H, W]``, and what the host computes from the sampled frames for the metrics that ask for it: ``flow``
-(Farneback, ``[B, T, H, W, 2]``), ``keyframes`` (bool ``[B, T]``, :func:`jaxvx.metrics.keyframes`).
+``label``, ``prediction`` int ``[B]``, ``forward`` (the model as ``video -> logits``), ``logits`` (``forward`` of
+``video``, ``[B, K]``), ``raw`` (the method's map before the transforms) and the ground truth the records carry,
+mapped to the model's grid: ``boxes`` ``[B, T, 4]``, ``present`` ``[B, T]``, ``segment`` (bool ``[B, T]``: the
+sampled frame lies in the action), ``motion`` ``[B, T, H, W]``, and what the host computes from the sampled frames
+for the metrics that ask for it: ``flow`` (Farneback, ``[B, T, H, W, 2]``), ``keyframes`` (bool ``[B, T]``,
+:func:`jaxvx.metrics.keyframes`).
 """
 
 from __future__ import annotations
@@ -87,12 +88,24 @@ def _selectivity(rel, batch):
     return {"selectivity_positions": s.positions, "selectivity_relevance": s.relevance}
 
 
+def _endpoint_logits(batch, opts):
+    """The logits of the untouched clips and of the all-baseline input: the two points every deletion and insertion
+    curve shares, whatever the map. Computed at the first curve of a batch and kept in ``batch`` (one dict per
+    traced step), so that all the methods' curves reuse the step's own forward and one baseline forward."""
+    if "perturbation_endpoints" not in batch:
+        video = batch["video"]
+        fill = jnp.broadcast_to(jnp.asarray(opts.perturbation_baseline, video.dtype), video.shape)
+        batch["perturbation_endpoints"] = (batch["logits"], batch["forward"](fill))
+    return batch["perturbation_endpoints"]
+
+
 def _perturbation(mode, unit, opts):
     name = f"{mode}_{unit}"
 
     def fn(rel, batch):
         curve = M.perturbation_curve(batch["forward"], batch["video"], rel, batch["target"], mode=mode, unit=unit,
-                                     steps=opts.perturbation_steps, baseline=opts.perturbation_baseline)
+                                     steps=opts.perturbation_steps, baseline=opts.perturbation_baseline,
+                                     endpoints=_endpoint_logits(batch, opts))
         return {name: curve.aopc, f"{name}_auc": curve.auc}
     return fn
 

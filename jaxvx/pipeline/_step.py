@@ -44,7 +44,7 @@ def _make_step(apply: Callable, methods: dict, transforms: tuple, metrics: list[
             "methods": {},
         }
         batch = {"video": video, "label": label, "target": target, "prediction": prediction, "forward": forward,
-                 **gt}
+                 "logits": logits, **gt}
         for i, (name, method) in enumerate(methods.items()):
             raw = method(forward, video, target, key=jax.random.fold_in(key, i))
             if not hasattr(raw, "shape"):
