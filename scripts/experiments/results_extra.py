@@ -12,6 +12,7 @@ NAME is one of the functions in EXPERIMENTS below; each writes OUT/NAME[/...]/ (
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -120,6 +121,11 @@ def methods_for(names, model, variables, card):
             from jaxvx import methods as jm
             out[name] = jm.frame_masking(score="accuracy")
             continue
+        if name in ("ep3d", "step"):  # the registry's settings (area 0.1, Li et al.'s constants), OPTIMISE's iterations
+            from jaxvx import methods as jm
+            from jaxvx.explain import EXTREMAL_AREA
+            out[name] = getattr(jm, name)(EXTREMAL_AREA, **OPTIMISE)
+            continue
         if name == "deep_taylor_proportional":
             from jaxvx import methods as jm
             low, high = _pixel_bounds(card)
@@ -189,26 +195,42 @@ def li_masks(out, clips, limit):
     """EP-3D and STEP (Li's settings, area 0.1) on the first clips of li_pointing, the same metrics."""
     metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
     go(out, "r2plus1d-small", ["ep3d", "step"], metrics, clips=clips, limit=limit, render={"action_frames": 8},
-       batch_size=2, save_maps=True)
+       batch_size=6, save_maps=True)
+
+
+# Li et al.'s 112-pixel constants scaled to the 32-pixel frames: control-point pitch 7 -> 2 px, blur sigma 11 -> 3 px
+# (STEP's ellipsoid 11 x 11 -> 3 x 3 px, its 7 frames kept)
+SCALED = {"step": 2, "sigma": 3.0}
+# the mask optimisations' iterations: Li et al.'s 1000 (--iterations sets fewer, for a quick look at the plumbing)
+OPTIMISE = {"max_iter": 1000}
+
+
+def _li_run(out, meths, metrics, clips, limit, *, batch_size=4, **kw):
+    """``pipeline.run`` of ``meths`` on the li_pointing clips (r2plus1d-small, action in 8 of 16 frames)."""
+    model, variables, card = load("r2plus1d-small")
+    t0 = time.perf_counter()
+    res = _run(source(card, clips, action_frames=8), model, meths, variables=variables,
+               transforms=[sum_channels()], metrics=metrics, batch_size=batch_size, length=16,
+               preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
+               provenance={"checkpoint": "r2plus1d-small", "checkpoint_sha256": card.get("sha256")}, **kw)
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    return res
 
 
 def li_masks_scaled(out, clips, limit):
-    """EP-3D and STEP with Li et al.'s 112-pixel constants scaled to the 32-pixel frames (control-point pitch 7 ->
-    2, sigma 11 -> 3, STEP's ellipsoid 11 x 11 -> 3 x 3 pixels, 7 frames kept), on the clips of li_masks."""
+    """EP-3D and STEP with Li et al.'s constants scaled to the frames (:data:`SCALED`), beside the gradient and a
+    random map, on the first ``limit`` clips of li_pointing: the pointing games with the tie analysis, and deletion
+    and insertion over frames."""
     from jaxvx import methods as jm
     from jaxvx.explain import EXTREMAL_AREA
 
     model, variables, card = load("r2plus1d-small")
-    meths = {"ep3d_scaled": (jm.ep3d(EXTREMAL_AREA, step=2, sigma=3.0)),
-             "step_scaled": (jm.step(EXTREMAL_AREA, step=2, sigma=3.0,
-                                                       kernel_size=3))}
-    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
-    t0 = time.perf_counter()
-    res = _run(source(card, clips, action_frames=8), model, meths, variables=variables,
-                       transforms=[sum_channels()], metrics=metrics, batch_size=2, length=16,
-                       preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
-                       save_maps=True, provenance={"checkpoint": "r2plus1d-small"})
-    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    baselines, _, _ = methods_for(["random", "gradient"], model, variables, card)
+    meths = {"ep3d_scaled": jm.ep3d(EXTREMAL_AREA, **SCALED, **OPTIMISE),
+             "step_scaled": jm.step(EXTREMAL_AREA, kernel_size=3, **SCALED, **OPTIMISE), **baselines}
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties},
+                     "deletion_frames", "insertion_frames"])
+    _li_run(out, meths, metrics, clips, limit, save_maps=True)
 
 
 def li_deletion(out, clips, limit):
@@ -216,24 +238,6 @@ def li_deletion(out, clips, limit):
     and a random map, on the li_pointing clips."""
     go(out, "r2plus1d-small", ["random", "gradient", "gradcam", "excitation_backprop", "saliency_tubes"],
        ["deletion_frames", "insertion_frames"], clips=clips, limit=limit, render={"action_frames": 8})
-
-
-def li_masks_deletion(out, clips, limit):
-    """Deletion and insertion over frames for EP-3D and STEP with the scaled constants of li_masks_scaled, beside
-    the gradient and a random map on the same clips (the first ``limit`` of li_pointing)."""
-    from jaxvx import methods as jm
-    from jaxvx.explain import EXTREMAL_AREA
-
-    model, variables, card = load("r2plus1d-small")
-    meths, model, variables = methods_for(["random", "gradient"], model, variables, card)
-    meths = {"ep3d_scaled": jm.ep3d(EXTREMAL_AREA, step=2, sigma=3.0),
-             "step_scaled": jm.step(EXTREMAL_AREA, step=2, sigma=3.0, kernel_size=3), **meths}
-    t0 = time.perf_counter()
-    res = _run(source(card, clips, action_frames=8), model, meths, variables=variables,
-               transforms=[sum_channels()], metrics=["deletion_frames", "insertion_frames"], batch_size=2, length=16,
-               preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
-               provenance={"checkpoint": "r2plus1d-small"})
-    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
 
 
 def li_deletion_voxels(out, clips, limit):
@@ -274,24 +278,95 @@ def jaya_one_step(out, clips, limit):
        clips=clips, limit=limit, render={"action_frames": 8})
 
 
+LI_AREAS = (0.05, 0.1, 0.15, 0.5)
+
+
+def li_areas(out, clips, limit):
+    """EP-3D and STEP at each of Li et al.'s areas (0.05, 0.1, 0.15, 0.5) with the scaled constants of
+    li_masks_scaled, on the first ``limit`` clips of li_pointing: the pointing games per area. Each area is its own
+    optimisation, which is what Li et al.'s joint run of the areas computes (the areas' energies are summed and share
+    no parameter)."""
+    from jaxvx import methods as jm
+
+    meths = {}
+    for a in LI_AREAS:
+        meths[f"ep3d_area{a:g}"] = jm.ep3d(a, **SCALED, **OPTIMISE)
+        meths[f"step_area{a:g}"] = jm.step(a, kernel_size=3, **SCALED, **OPTIMISE)
+    metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
+    _li_run(out, meths, metrics, clips, limit, batch_size=6)
+
+
+TABLE2_AREAS = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+def li_table2(out, clips, limit):
+    """Li et al.'s Table 2, the mean minimum preservation ratio per model: for each clip the smallest area of
+    :data:`TABLE2_AREAS` whose STEP preservation mask (Li's settings with the scaled constants of li_masks_scaled,
+    all areas optimised in one run) still keeps the model's predicted class
+    (:func:`jaxvx.methods.min_preservation_ratio`), on the li_pointing clips, for r2plus1d-small and cnnlstm-small.
+    Beside it, whether the clip blurred everywhere (the perturbation with no mask, area 0) already keeps the class:
+    there the ratio says nothing about the evidence. Writes ``MODEL/ratios.json`` (per clip: the ratio, NaN where
+    no area keeps the class, each area's probability, and the blurred clip's verdict)."""
+    import json
+
+    from jaxvx import io
+    from jaxvx import methods as jm
+    from jaxvx.methods._pyramid import perturbation_pyramid
+    from jaxvx.metrics import bootstrap_ci
+
+    mpr = jm.min_preservation_ratio(TABLE2_AREAS, kernel_size=3, **SCALED, **OPTIMISE)
+    for name in ("r2plus1d-small", "cnnlstm-small"):
+        model, variables, card = load(name)
+        src = source(card, clips, action_frames=8)
+        n = clips if limit is None else min(limit, clips)
+
+        def both(v, x, model=model):
+            forward = lambda z: model.apply(v, z)  # noqa: E731
+            kept = mpr(forward, x)
+            blurred = forward(perturbation_pyramid(x, 8, "blur")[0])  # the blur pyramid's bottom: area 0
+            return kept, jnp.argmax(blurred, -1) == jnp.argmax(forward(x), -1)
+
+        fn = jax.jit(both)
+        t0 = time.perf_counter()
+        rows = []
+        for i in range(0, n, 4):
+            batch = src.batch(np.arange(i, min(i + 4, n)), keys=["video", "label"])
+            x = jnp.asarray(io.preprocess(batch["video"], **card["preprocess"]))
+            res, blurred = jax.device_get(fn(variables, x))
+            for j in range(len(x)):
+                rows.append({"clip": i + j, "label": int(batch["label"][j]), "ratio": float(res.ratio[j]),
+                             "probability": [float(p) for p in res.probability[j]],
+                             "blurred_keeps_class": bool(blurred[j])})
+            print(f"{name}: {len(rows)} of {n} clips, {time.perf_counter() - t0:.0f} s", flush=True)
+        ratios = np.array([r["ratio"] for r in rows])
+        blurred = np.array([r["blurred_keeps_class"] for r in rows])
+        summary = {"model": name, "clips": n, "areas": list(TABLE2_AREAS), "seconds": time.perf_counter() - t0,
+                   "blurred_keeps_class": int(blurred.sum())}
+        for part, sel in (("all", np.ones_like(blurred)), ("blur_loses_class", ~blurred)):
+            ci = bootstrap_ci(ratios[sel])
+            summary[part] = {"mean_ratio": ci.mean, "low": ci.low, "high": ci.high, "kept_by_some_area": ci.n,
+                             "clips": int(sel.sum())}
+            print(f"== {out}/{name} ({part}): mean minimum preservation ratio {ci.mean:.3f} [{ci.low:.3f}, "
+                  f"{ci.high:.3f}] over the {ci.n} of {int(sel.sum())} clips that some area keeps", flush=True)
+        print(f"{name}: the blurred clip keeps the class in {int(blurred.sum())} of {n} clips; "
+              f"{summary['seconds']:.0f} s", flush=True)
+        os.makedirs(f"{out}/{name}", exist_ok=True)
+        with open(f"{out}/{name}/ratios.json", "w") as f:
+            json.dump({**summary, "rows": rows}, f, indent=1)
+
+
 def li_table4(out, clips, limit):
     """Li et al.'s Table 4 variants with the scaled constants of li_masks_scaled: EP-3D-Evenly (the area loss per
     frame) and EP-3D with the control points smoothed in time by a Gaussian of sigma 1, 2 and 4 frames."""
     from jaxvx import methods as jm
     from jaxvx.explain import EXTREMAL_AREA
 
-    model, variables, card = load("r2plus1d-small")
-    kw = dict(step=2, sigma=3.0)
-    meths = {"ep3d_evenly": (jm.ep3d(EXTREMAL_AREA, evenly=True, **kw))}
-    for ts in (1, 2, 4):
-        meths[f"ep3d_temporal_sigma{ts}"] = (jm.ep3d(EXTREMAL_AREA, temporal_sigma=float(ts), **kw))
+    meths = {"ep3d_evenly": jm.ep3d(EXTREMAL_AREA, evenly=True, **SCALED, **OPTIMISE),
+             **{f"ep3d_temporal_sigma{ts}": jm.ep3d(EXTREMAL_AREA, temporal_sigma=float(ts), **SCALED,
+                                                              **OPTIMISE)
+                for ts in (1, 2, 4)}}
     metrics = _flat(["spatial_pointing_game", "temporal_pointing_game", POINTING, {"ties": ties}])
-    t0 = time.perf_counter()
-    res = _run(source(card, clips, action_frames=8), model, meths, variables=variables,
-                       transforms=[sum_channels()], metrics=metrics, batch_size=2, length=16,
-                       preprocess=dict(card.get("preprocess", {})), limit=limit, out=out, progress=False,
-                       provenance={"checkpoint": "r2plus1d-small"})
-    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    _li_run(out, meths, metrics, clips, limit, batch_size=6)
 
 
 def chance_jaya(out, clips, limit):
@@ -338,7 +413,8 @@ def dtd_proportional_steps(out, clips, limit):
     model, variables, card = load("c3d-small")
     meths, model, variables = methods_for(["deep_taylor_proportional", "random"], model, variables, card)
     common = dict(variables=variables, transforms=[sum_channels()], metrics=["frame_share"], batch_size=8,
-                  length=16, preprocess=dict(card.get("preprocess", {})), limit=limit, progress=False)
+                  sampling=pipeline.Sampling(length=16), preprocess=dict(card.get("preprocess", {})), limit=limit,
+                  progress=False)
     t0 = time.perf_counter()
     sw = pipeline.sweep(source(card, clips, num_frames=512), model, meths,
                         steps=["1/16", "1/4", 1, 4, 16, 32], out=f"{out}/steps", **common)
@@ -410,19 +486,39 @@ def jaya_lstm(out, clips, limit):
 
 VIDEOS = ("arm_wrestling.mp4", "basketball.mp4", "cleaning_pool.mp4", "ucf101_apply_eye_makeup.avi",
           "ntu_rgbd_S001C001P001R001A001.avi")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+# the real clips the repository carries (tests/data/videos: VIDEOS, 3.7 MB); --videos points at another folder
+REPO_VIDEOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "videos")
+REAL = {"root": REPO_VIDEOS, "offsets": (0, 48)}
+# the I3D's deletion / insertion curves: 8 steps of 2 frames each (--curve-steps; each step is a forward of the I3D)
+CURVE = {"steps": 8}
 
 
-def _real_snippets(root, offsets, span):
+def video_files(root):
+    """The video files of ``root``: those of :data:`VIDEOS` first, in that order, then any others sorted by name."""
+    if not os.path.isdir(root):
+        raise SystemExit(f"--videos: {root!r} is not a folder of video files")
+    present = sorted(f for f in os.listdir(root) if f.lower().endswith(VIDEO_SUFFIXES))
+    files = [f for f in VIDEOS if f in present] + [f for f in present if f not in VIDEOS]
+    if not files:
+        raise SystemExit(f"--videos: no video files ({', '.join(VIDEO_SUFFIXES)}) in {root!r}")
+    return files
+
+
+def _real_snippets(span=32, offsets=None, root=None):
     """One record per (clip, offset): the clip's frames from ``offset`` on (``span`` of them), short side brought
     to 256 first (the I3D's preprocessing then crops 224), label 0 (real clips have no label for our purposes:
-    every method explains the predicted class)."""
+    every method explains the predicted class). ``offsets`` and ``root`` default to ``REAL`` (``--offsets``,
+    ``--videos``); a clip too short for an offset gives no snippet there."""
     import cv2
 
     from jaxvx.io import read_video
 
+    root = REAL["root"] if root is None else root
+    offsets = REAL["offsets"] if offsets is None else offsets
     records = []
-    for name in VIDEOS:
-        frames = read_video(f"{root}/{name}", max_frames=max(offsets) + span)
+    for name in video_files(root):
+        frames = read_video(os.path.join(root, name), max_frames=max(offsets) + span)
         h, w = frames.shape[1:3]
         k = 256 / min(h, w)
         frames = np.stack([cv2.resize(f, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
@@ -433,73 +529,80 @@ def _real_snippets(root, offsets, span):
     return records
 
 
-def i3d_real(out, clips, limit, root="/work/shared/videos"):
+def _unlabelled(records, limit):
+    """The snippets as pipeline records (video, label 0), the first ``limit`` of them."""
+    return [{"video": r["video"], "label": 0} for r in records][:limit]
+
+
+def _i3d_run(out, records, model, variables, card, meths, *, metrics, transforms=None, note=None, **kw):
+    """``pipeline.run`` of ``meths`` on real snippets with the I3D: one snippet a batch, 16 frames, the I3D's own
+    preprocessing, the predicted class explained; ``transforms`` default to the channel sum."""
+    t0 = time.perf_counter()
+    res = _run(records, model, meths, variables=variables,
+               transforms=[sum_channels()] if transforms is None else transforms, metrics=metrics, batch_size=1,
+               length=16, preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False, out=out,
+               provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256"),
+                           **({"variables": note} if note else {})}, **kw)
+    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    return res
+
+
+def i3d_real(out, clips, limit):
     """The I3D on the real clips: Anders' B over the step (1, 2) and L over the snippets' offsets, Hiley's
-    selective relevance against Farneback flow, on the snippets of 16 (x step) frames at offsets 0 and 48 of each
-    clip (10 snippets of 5 clips; about 15 s a snippet on 2 CPU cores beside the compilations)."""
+    selective relevance against Farneback flow, and where the selected voxels lie (:func:`_kept_where`,
+    :func:`_kept_sides`), on the snippets of 16 (x step) frames at the ``--offsets`` of each clip (by default 0
+    and 48: 10 snippets of 5 clips)."""
     model, variables, card = load("i3d-kinetics400")
     names = ["deep_taylor", "sensitivity", "guided_backprop", "random"]
     meths, model, variables = methods_for(names, model, variables, card)
-    records = _real_snippets(root, (0, 48), 32)
-    print(f"{len(records)} snippets of {len(VIDEOS)} clips: "
+    records = _real_snippets()
+    print(f"{len(records)} snippets of {len({r['clip'] for r in records})} clips: "
           + ", ".join(f"{r['clip']}@{r['offset']}" for r in records), flush=True)
-    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
-    common = dict(variables=variables, batch_size=1, length=16, preprocess=dict(card.get("preprocess", {})),
-                  target="predicted", progress=False,
-                  provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
+    keep = _unlabelled(records, limit)
     t0 = time.perf_counter()
     sw = pipeline.sweep(keep, model, {k: meths[k] for k in ("deep_taylor", "sensitivity", "random")},
                         steps=[1, 2], out=f"{out}/steps", transforms=[sum_channels()], metrics=["frame_share"],
-                        **common)
+                        variables=variables, batch_size=1, sampling=pipeline.Sampling(length=16),
+                        preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False,
+                        output=pipeline.OutputOptions(provenance={"checkpoint": "i3d-kinetics400",
+                                                                  "checkpoint_sha256": card.get("sha256")}))
     print(f"== {out}/steps: {time.perf_counter() - t0:.0f} s\n{sw.markdown}", flush=True)
     from jaxvx import metrics as jm
 
     def raw_flow(rel, batch):  # the raw map's flow precision, in the same pass as the selected one's
         return jm.motion_precision(_map(batch["raw"]), batch["flow"], threshold=0.5)
 
-    t0 = time.perf_counter()
-    res = _run(keep, model, {k: meths[k] for k in ("deep_taylor", "guided_backprop", "random")},
-                       transforms=[sum_channels(), selective(4.0)],
-                       metrics={"motion_precision_flow": "motion_precision_flow", "raw_flow_precision": raw_flow,
-                                "selectivity": "selectivity"},
-                       out=f"{out}/selective", save_maps=True, **common)
-    print(f"== {out}/selective: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    _i3d_run(f"{out}/selective", keep, model, variables, card,
+             {k: meths[k] for k in ("deep_taylor", "guided_backprop", "random")},
+             transforms=[sum_channels(), selective(4.0)],
+             metrics={"motion_precision_flow": "motion_precision_flow", "raw_flow_precision": raw_flow,
+                      "selectivity": "selectivity", "kept": _kept_where, "sides": _kept_sides}, save_maps=True)
 
 
-def i3d_untrained(out, clips, limit, root="/work/shared/videos"):
+def i3d_untrained(out, clips, limit):
     """The I3D's architecture alone: B and L of deep Taylor and sensitivity on the same real snippets with the
     I3D's variables re-initialised at random (Flax's default initialisers, seed 0): what an untrained I3D gives,
     as DTD-u does for C3D."""
     model, _, card = load("i3d-kinetics400")
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 224, 224, 3), jnp.float32))
     meths, model, variables = methods_for(["deep_taylor", "sensitivity"], model, variables, card)
-    records = _real_snippets(root, (0, 48), 32)
-    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
-    t0 = time.perf_counter()
-    res = _run(keep, model, meths, variables=variables, transforms=[sum_channels()], metrics=["frame_share"],
-                       batch_size=1, length=16, preprocess=dict(card.get("preprocess", {})), target="predicted",
-                       progress=False, out=out, provenance={"checkpoint": "i3d-kinetics400, re-initialised"})
-    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    _i3d_run(out, _unlabelled(_real_snippets(), limit), model, variables, card, meths, metrics=["frame_share"],
+             note="re-initialised, seed 0")
 
 
-def i3d_offsets(out, clips, limit, root="/work/shared/videos"):
+def i3d_offsets(out, clips, limit):
     """Anders' lookahead L over the snippet's offset in the video, on the I3D: 16-frame snippets at offsets 0, 32,
-    64, 96, 128, 192 and 256 of every real clip long enough (29 snippets of 5 clips), deep Taylor, sensitivity
-    and the random map, one run per offset (the programs compile once)."""
+    64, 96, 128, 192 and 256 of every real clip long enough (29 snippets of the 5 clips the repository carries),
+    deep Taylor, sensitivity and the random map, one run per offset (the programs compile once)."""
     model, variables, card = load("i3d-kinetics400")
     meths, model, variables = methods_for(["deep_taylor", "sensitivity", "random"], model, variables, card)
     offsets = (0, 32, 64, 96, 128, 192, 256)
-    records = _real_snippets(root, offsets, 16)
-    common = dict(variables=variables, transforms=[sum_channels()], metrics=["frame_share"], batch_size=1,
-                  length=16, preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False,
-                  provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
+    records = _real_snippets(16, offsets)
     for o in offsets:
-        keep = [{"video": r["video"], "label": 0} for r in records if r["offset"] == o][:limit]
-        clips_at = [r["clip"] for r in records if r["offset"] == o][:limit]
-        t0 = time.perf_counter()
-        res = _run(keep, model, meths, out=f"{out}/offset_{o}", **common)
-        print(f"== {out}/offset_{o} ({len(keep)} snippets: {', '.join(clips_at)}): {time.perf_counter() - t0:.0f} s"
-              f"\n{res.markdown}", flush=True)
+        at = [r for r in records if r["offset"] == o][:limit]
+        print(f"offset {o}: {len(at)} snippets: {', '.join(r['clip'] for r in at)}", flush=True)
+        _i3d_run(f"{out}/offset_{o}", _unlabelled(at, None), model, variables, card, meths,
+                 metrics=["frame_share"])
 
 
 def _kept_where(rel, batch):
@@ -514,21 +617,15 @@ def _kept_where(rel, batch):
             "kept_right2": nz[..., -2:].sum(axis=(1, 2, 3)) / total}
 
 
-def i3d_edges(out, clips, limit, root="/work/shared/videos"):
-    """Where deep Taylor's selected voxels lie on the real snippets, trained I3D against re-initialised: is the
-    pile-up in the last frames and at the right edge the architecture's?"""
-    model, trained, card = load("i3d-kinetics400")
+def i3d_edges(out, clips, limit):
+    """Where deep Taylor's selected voxels lie on the real snippets with the I3D re-initialised (seed 0): is the
+    pile-up in the last frames and at the right edge the architecture's? (The trained I3D's: ``i3d_real``.)"""
+    model, _, card = load("i3d-kinetics400")
     fresh = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 224, 224, 3), jnp.float32))
-    records = _real_snippets(root, (0, 48), 32)
-    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
-    for name, variables in (("trained", trained), ("reinitialised", fresh)):
-        meths, m, v = methods_for(["deep_taylor", "random"], model, variables, card)
-        t0 = time.perf_counter()
-        res = _run(keep, m, meths, variables=v, transforms=[sum_channels(), selective(4.0)],
-                           metrics={"kept": _kept_where}, batch_size=1, length=16,
-                           preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False,
-                           out=f"{out}/{name}", provenance={"checkpoint": f"i3d-kinetics400, {name}"})
-        print(f"== {out}/{name}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    meths, model, fresh = methods_for(["deep_taylor", "random"], model, fresh, card)
+    _i3d_run(out, _unlabelled(_real_snippets(), limit), model, fresh, card, meths,
+             transforms=[sum_channels(), selective(4.0)], metrics={"kept": _kept_where, "sides": _kept_sides},
+             note="re-initialised, seed 0")
 
 
 def _cue_where(rel, batch):
@@ -658,21 +755,21 @@ def sel_pair(rel, sel):
     return r, sel(r)
 
 
-def i3d_deletion(out, clips, limit, root="/work/shared/videos"):
-    """Deletion and insertion over frames on the real snippets (pairs of frames per step: 8 steps, 9 forwards a
-    curve), deep Taylor, guided backprop, Grad-CAM at Mixed_5c and a random map, the predicted class followed."""
+def i3d_deletion(out, clips, limit):
+    """Deletion and insertion over frames on the real snippets (``--curve-steps`` steps, by default 8 of 2 frames
+    each: 7 forwards a curve beside the 2 that every curve shares), the predicted class followed, for deep Taylor,
+    guided backprop, Grad-CAM at Mixed_5c and a random map, and the controls that tell what carries a map's order:
+    frames by time alone (late first, early first), frame parity alone (even frames first, :func:`even_first`) and
+    deep Taylor with the level between even and odd frames divided out (:func:`within_parity`). One run, so that
+    every pair of maps compares snippet by snippet (``i3d_deletion_paired``)."""
     model, variables, card = load("i3d-kinetics400")
     meths, model, variables = methods_for(["deep_taylor", "guided_backprop", "gradcam", "random"], model, variables,
                                           card)
-    records = _real_snippets(root, (0, 48), 32)
-    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
-    t0 = time.perf_counter()
-    res = _run(keep, model, meths, variables=variables, transforms=[sum_channels()],
-               metrics=["deletion_frames", "insertion_frames"], batch_size=1, length=16,
-               preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False, out=out,
-               metric_options=pipeline.MetricOptions(perturbation_steps=8),
-               provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
-    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    meths = {**meths, "late_first": time_ramp(1), "early_first": time_ramp(-1), "even_first": even_first(),
+             "deep_taylor_within_parity": within_parity(meths["deep_taylor"])}
+    _i3d_run(out, _unlabelled(_real_snippets(), limit), model, variables, card, meths,
+             metrics=["deletion_frames", "insertion_frames"],
+             metric_options=pipeline.MetricOptions(perturbation_steps=CURVE["steps"]))
 
 
 def even_first():
@@ -699,82 +796,54 @@ def within_parity(method):
     return wrapped
 
 
-def i3d_deletion_parity(out, clips, limit, root="/work/shared/videos"):
-    """What in deep Taylor's frame order carries its deletion gain on the I3D (:func:`i3d_deletion`): the same
-    snippets and curves for frame parity alone (even frames first, :func:`even_first`) and for deep Taylor with the
-    level between even and odd frames removed (:func:`within_parity`), deep Taylor and the random map beside them
-    so that the run pairs on its own."""
-    model, variables, card = load("i3d-kinetics400")
-    meths, model, variables = methods_for(["deep_taylor"], model, variables, card)
-    records = _real_snippets(root, (0, 48), 32)
-    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
-    t0 = time.perf_counter()
-    res = _run(keep, model, {"deep_taylor": meths["deep_taylor"], "random": random_map(), "even_first": even_first(),
-                             "deep_taylor_within_parity": within_parity(meths["deep_taylor"])},
-               variables=variables, transforms=[sum_channels()],
-               metrics=["deletion_frames", "insertion_frames"], batch_size=1, length=16,
-               preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False, out=out,
-               metric_options=pipeline.MetricOptions(perturbation_steps=8),
-               provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
-    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
-
-
-def i3d_ep3d(out, clips, limit, root="/work/shared/videos"):
+def i3d_ep3d(out, clips, limit):
     """EP-3D on the I3D's real snippets, Li et al.'s settings for frames larger than 112 pixels (area 0.1, control
     points every 7 pixels, blur sigma 23, 1000 iterations), beside a random map: P_t (B, L) and deletion and
-    insertion over frames, the predicted class. One snippet did not finish in 39 minutes on 2 CPU cores: for a GPU."""
+    insertion over frames, the predicted class. One snippet did not finish in 39 minutes on 2 CPU cores: for a GPU
+    (``reproduce.py --full``)."""
     from jaxvx import methods as jm
 
     model, variables, card = load("i3d-kinetics400")
-    records = _real_snippets(root, (0, 48), 32)
-    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
-    t0 = time.perf_counter()
-    res = _run(keep, model, {"ep3d": jm.ep3d(0.1, sigma=23.0), "random": random_map()}, variables=variables,
-               transforms=[sum_channels()], metrics=["frame_share", "deletion_frames", "insertion_frames"],
-               batch_size=1, length=16, preprocess=dict(card.get("preprocess", {})), target="predicted",
-               progress=False, out=out, metric_options=pipeline.MetricOptions(perturbation_steps=8),
-               provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
-    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    _i3d_run(out, _unlabelled(_real_snippets(), limit), model, variables, card,
+             {"ep3d": jm.ep3d(0.1, sigma=23.0, **OPTIMISE), "random": random_map()},
+             metrics=["frame_share", "deletion_frames", "insertion_frames"],
+             metric_options=pipeline.MetricOptions(perturbation_steps=CURVE["steps"]))
+
+
+PAIRS = (("deep_taylor", "random"), ("deep_taylor", "late_first"), ("guided_backprop", "random"),
+         ("gradcam", "random"), ("late_first", "random"), ("even_first", "random"), ("deep_taylor", "even_first"),
+         ("deep_taylor_within_parity", "random"), ("deep_taylor", "deep_taylor_within_parity"))
 
 
 def i3d_deletion_paired(out, clips, limit):
-    """Paired differences of the AOPC between the maps of :func:`i3d_deletion`, :func:`i3d_deletion_ramp` and
-    :func:`i3d_deletion_parity`, those of them run first into the same ``OUTX``, snippet by snippet: the mean, a
-    percentile-bootstrap 95 % interval over the snippets (the same 1000 resamples, seed 0, for every pair) and how
-    many snippets are above 0. Each map is read from the run that computed it. Reads their ``results.jsonl``."""
+    """Paired differences of the AOPC between the maps of :func:`i3d_deletion` (run first into the same ``OUTX``),
+    snippet by snippet: the mean, a percentile-bootstrap 95 % interval over the snippets
+    (:func:`jaxvx.metrics.bootstrap_ci`, seed 0: the same resamples for every pair) and how many snippets are above
+    0. Reads its ``results.jsonl``; writes ``paired.json``."""
     import json
-    import os
 
-    base = os.path.dirname(out)
+    from jaxvx.metrics import bootstrap_ci
 
-    def rows(name):
-        with open(os.path.join(base, name, "results.jsonl")) as f:
-            lines = [json.loads(line) for line in f]
-        return {r["clip"]: r["methods"] for r in lines if r.get("status") == "ok"}
-
-    names = [n for n in ("i3d_deletion", "i3d_deletion_ramp", "i3d_deletion_parity")
-             if os.path.exists(os.path.join(base, n, "results.jsonl"))]
-    runs = {n: rows(n) for n in names}
-    clips_ = sorted(set.intersection(*(set(r) for r in runs.values())))
-    d, r, p = "i3d_deletion", "i3d_deletion_ramp", "i3d_deletion_parity"  # each map is read from its own run
-    pairs = [((d, "deep_taylor"), (d, "random")), ((d, "deep_taylor"), (r, "late_first")),
-             ((d, "guided_backprop"), (d, "random")), ((d, "gradcam"), (d, "random")),
-             ((r, "late_first"), (d, "random")), ((p, "deep_taylor"), (p, "random")),
-             ((p, "even_first"), (p, "random")), ((p, "deep_taylor"), (p, "even_first")),
-             ((p, "deep_taylor_within_parity"), (p, "random")), ((p, "deep_taylor"), (p, "deep_taylor_within_parity"))]
-    pairs = [(x, y) for x, y in pairs if x[0] in runs and y[0] in runs]
-    print(f"== {out}: {len(clips_)} snippets")
-    print("| difference (run: map) | deletion AOPC | snippets above 0 | insertion AOPC | snippets above 0 |")
+    with open(os.path.join(os.path.dirname(out), "i3d_deletion", "results.jsonl")) as f:
+        runs = [r["methods"] for r in map(json.loads, f) if r.get("status") == "ok"]
+    rows = []
+    print(f"== {out}: {len(runs)} snippets")
+    print("| difference | deletion AOPC | snippets above 0 | insertion AOPC | snippets above 0 |")
     print("|---|---|---:|---|---:|")
-    for (rx, x), (ry, y) in pairs:
-        cells = []
+    for x, y in PAIRS:
+        row = {"a": x, "b": y}
         for metric in ("deletion_frames", "insertion_frames"):
-            diff = np.array([runs[rx][c][x][metric] - runs[ry][c][y][metric] for c in clips_])
-            resamples = np.random.default_rng(0).integers(0, len(diff), (1000, len(diff)))  # the same for every pair
-            means = diff[resamples].mean(axis=1)
-            cells.append(f"{diff.mean():+.3f} [{np.percentile(means, 2.5):+.3f}, {np.percentile(means, 97.5):+.3f}] "
-                         f"| {int((diff > 0).sum())} of {len(diff)}")
-        print(f"| {rx}: {x} - {ry}: {y} | " + " | ".join(cells) + " |")
+            diff = np.array([r[x][metric] - r[y][metric] for r in runs])
+            ci = bootstrap_ci(diff)
+            row[metric] = {"mean": ci.mean, "low": ci.low, "high": ci.high, "above": int((diff > 0).sum()),
+                           "n": ci.n}
+        rows.append(row)
+        print(f"| {x} - {y} | " + " | ".join(
+            f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['above']} of {c['n']}"
+            for c in (row["deletion_frames"], row["insertion_frames"])) + " |", flush=True)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "paired.json"), "w") as f:
+        json.dump(rows, f, indent=1)
 
 
 def _i3d_stages(variables):
@@ -830,7 +899,7 @@ def _zplus_all():
     return lrp.Composite("zplus_all", lrp.layer_map_base() + ((lrp.LINEAR, lrp.zplus(zero_params=("bias",))),))
 
 
-def i3d_edge_stages(out, clips, limit, root="/work/shared/videos"):
+def i3d_edge_stages(out, clips, limit):
     """Where in the I3D deep Taylor's right-edge pile-up arises: the relevance at the input of a stage (z+ on every
     convolution above the first, as deep Taylor; z^B on the first at the clip itself), channel-summed, and the
     share of its positive mass in the rightmost and leftmost column and the bottom and top row of that stage's
@@ -848,7 +917,7 @@ def i3d_edge_stages(out, clips, limit, root="/work/shared/videos"):
     tails = {i: _tail_from(stages, head, i) for i in cuts}
     shares: dict = {}
     t0 = time.perf_counter()
-    for r in _real_snippets(root, (0, 48), 32)[:limit]:
+    for r in _real_snippets()[:limit]:
         x = preprocess(r["video"][:16], **card["preprocess"])[None]
         logits = model.apply(variables, x)
         hs = [x]
@@ -871,7 +940,7 @@ def i3d_edge_stages(out, clips, limit, root="/work/shared/videos"):
               f"{v[:, 1].mean():.4f} | {v[:, 2].mean():.4f} | {v[:, 3].mean():.4f} |", flush=True)
 
 
-def i3d_edge_channels(out, clips, limit, root="/work/shared/videos"):
+def i3d_edge_channels(out, clips, limit):
     """Which channels carry the I3D's right-edge pile-up at the top of the network: deep Taylor's relevance (z+
     above the cut, as :func:`i3d_edge_stages`) at the input of Mixed_5c (Mixed_5b's output) and at the head's
     input (Mixed_5c's output), split by the inception branch that made each channel (1x1; 1x1 then 3x3; 1x1 then
@@ -892,7 +961,7 @@ def i3d_edge_channels(out, clips, limit, root="/work/shared/videos"):
     tails = {i: _tail_from(stages, head, i) for i, _ in cuts.values()}
     maps: dict = {name: [] for name in cuts}
     t0 = time.perf_counter()
-    for r in _real_snippets(root, (0, 48), 32)[:limit]:
+    for r in _real_snippets()[:limit]:
         x = preprocess(r["video"][:16], **card["preprocess"])[None]
         hs = [x]
         for _, g in stages:
@@ -921,20 +990,7 @@ def i3d_edge_channels(out, clips, limit, root="/work/shared/videos"):
                   f"{right[lo:hi].sum() / right.sum():.3f} |", flush=True)
 
 
-def i3d_deletion_ramp(out, clips, limit, root="/work/shared/videos"):
-    """The control for :func:`i3d_deletion`: the same snippets and curves for maps that order the frames by time
-    alone (late first, early first), to tell what a map's per-frame order adds beyond where in the snippet it
-    puts its relevance."""
-    model, variables, card = load("i3d-kinetics400")
-    records = _real_snippets(root, (0, 48), 32)
-    keep = [{"video": r["video"], "label": 0} for r in records][:limit]
-    t0 = time.perf_counter()
-    res = _run(keep, model, {"late_first": time_ramp(1), "early_first": time_ramp(-1)}, variables=variables,
-               metrics=["deletion_frames", "insertion_frames"], batch_size=1, length=16,
-               preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False, out=out,
-               metric_options=pipeline.MetricOptions(perturbation_steps=8),
-               provenance={"checkpoint": "i3d-kinetics400", "checkpoint_sha256": card.get("sha256")})
-    print(f"== {out}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+
 
 
 def _kept_sides(rel, batch):
@@ -953,21 +1009,16 @@ def _kept_sides(rel, batch):
     return out
 
 
-def i3d_flip(out, clips, limit, root="/work/shared/videos"):
+def i3d_flip(out, clips, limit):
     """Is the I3D's right-edge pile-up of deep Taylor's selected voxels the content's or the model's? The same
     snippets mirrored left to right: content on the right moves to the left, the model's padding (TF "SAME": one
-    more zero on the right and bottom than on the left and top of every stride-2 layer of even size) stays."""
+    more zero on the right and bottom than on the left and top of every stride-2 layer of even size) stays. (The
+    snippets as filmed: ``i3d_real``'s selective run.)"""
     model, variables, card = load("i3d-kinetics400")
     meths, model, variables = methods_for(["deep_taylor", "random"], model, variables, card)
-    records = _real_snippets(root, (0, 48), 32)
-    for name, flip in (("original", False), ("mirrored", True)):
-        keep = [{"video": r["video"][:, :, ::-1].copy() if flip else r["video"], "label": 0} for r in records][:limit]
-        t0 = time.perf_counter()
-        res = _run(keep, model, meths, variables=variables, transforms=[sum_channels(), selective(4.0)],
-                   metrics={"sides": _kept_sides}, batch_size=1, length=16,
-                   preprocess=dict(card.get("preprocess", {})), target="predicted", progress=False,
-                   out=f"{out}/{name}", provenance={"checkpoint": "i3d-kinetics400", "mirrored": flip})
-        print(f"== {out}/{name}: {time.perf_counter() - t0:.0f} s\n{res.markdown}", flush=True)
+    mirrored = [{"video": r["video"][:, :, ::-1].copy(), "label": 0} for r in _real_snippets()][:limit]
+    _i3d_run(out, mirrored, model, variables, card, meths, transforms=[sum_channels(), selective(4.0)],
+             metrics={"sides": _kept_sides}, note="trained; snippets mirrored left to right")
 
 
 def _flip_kernels(variables, axes):
@@ -991,7 +1042,7 @@ def _check_mirrored_padding(kernel, x):
     np.testing.assert_allclose(np.asarray(mirrored), np.asarray(explicit), rtol=0, atol=1e-5 * scale)
 
 
-def i3d_pads_mirrored(out, clips, limit, root="/work/shared/videos"):
+def i3d_pads_mirrored(out, clips, limit):
     """Does TF "SAME" padding make the I3D's end-frame and right-edge pile-ups? Every stride-2 layer of even input
     size pads one zero more at the end of the axis (the last frame, the bottom row, the rightmost column) than at
     its start. The same trained weights with that extra pad moved to the start of an axis is
@@ -1022,7 +1073,7 @@ def i3d_pads_mirrored(out, clips, limit, root="/work/shared/videos"):
                 "extra pad at the start in time": (1,), "extra pad at the top and left": (2, 3)}
     rows: dict = {name: [] for name in variants}
     t0 = time.perf_counter()
-    snippets = _real_snippets(root, (0, 48), 32)[:limit]
+    snippets = _real_snippets()[:limit]
     for i, r in enumerate(snippets):
         x = jnp.asarray(preprocess(r["video"][:16], **card["preprocess"])[None])
         if i == 0:
@@ -1090,20 +1141,45 @@ def i3d_pads_mirrored(out, clips, limit, root="/work/shared/videos"):
 
 EXPERIMENTS = {f.__name__: f for f in (
     chance_hiley, chance_jaya, dtd_proportional_steps, hiley_agreement, hiley_cue, hiley_padding, hiley_sigma2,
-    hiley_weighted, i3d_deletion, i3d_deletion_paired, i3d_deletion_parity, i3d_deletion_ramp, i3d_edge_channels,
-    i3d_edge_stages, i3d_edges, i3d_ep3d, i3d_flip, i3d_offsets, i3d_pads_mirrored, i3d_real, i3d_untrained, jaya_lstm,
-    jaya_one_step, jaya_tsr_clean, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks, li_masks_deletion,
-    li_masks_scaled, li_pointing, li_table4, steps_both_sides,
+    hiley_weighted, i3d_deletion, i3d_deletion_paired, i3d_edge_channels, i3d_edge_stages, i3d_edges, i3d_ep3d,
+    i3d_flip, i3d_offsets, i3d_pads_mirrored, i3d_real, i3d_untrained, jaya_lstm, jaya_one_step, jaya_tsr_clean,
+    li_areas, li_cnnlstm, li_deletion, li_deletion_voxels, li_masks, li_masks_scaled, li_pointing, li_table2,
+    li_table4, steps_both_sides,
 )}
+
+
+def _offsets(text):
+    try:
+        offsets = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        offsets = ()
+    if not offsets or min(offsets) < 0:
+        raise argparse.ArgumentTypeError(f"expected frame offsets >= 0 separated by commas (e.g. 0,48), got {text!r}")
+    return offsets
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")
     p.add_argument("names", nargs="+", choices=sorted(EXPERIMENTS))
-    p.add_argument("--clips", type=int, default=200)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--clips", type=int, default=200, help="synthetic clips rendered (default 200)")
+    p.add_argument("--limit", type=int, default=None, help="the first N clips or snippets only")
+    p.add_argument("--videos", default=REPO_VIDEOS,
+                   help="folder of real clips for the I3D analyses (default: the repository's tests/data/videos)")
+    p.add_argument("--iterations", type=int, default=1000,
+                   help="iterations of the mask optimisations (EP-3D, STEP; default 1000, Li et al.'s)")
+    p.add_argument("--curve-steps", type=int, default=8,
+                   help="steps of the I3D's deletion / insertion curves over the 16 frames (default 8: 2 frames a "
+                        "step; 4 halves their forwards)")
+    p.add_argument("--offsets", type=_offsets, default=(0, 48),
+                   help="frame offsets of the I3D snippets in each clip (default 0,48; i3d_offsets has its own)")
     a = p.parse_args(argv)
+    for name in ("iterations", "curve_steps"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    REAL.update(root=a.videos, offsets=a.offsets)
+    OPTIMISE.update(max_iter=a.iterations)
+    CURVE.update(steps=a.curve_steps)
     for name in a.names:
         t0 = time.perf_counter()
         EXPERIMENTS[name](f"{a.out}/{name}", a.clips, a.limit)

@@ -292,25 +292,27 @@ def anders_table(runs: dict[str, Path]) -> str:
     return "\n".join(lines)
 
 
-def i3d_overlays(extra: Path, out: Path):
+def i3d_overlays(extra: Path, out: Path, videos: str | None = None):
     """One overlay per real clip: the I3D's deep Taylor map after selective relevance (sigma 4) over the snippet at
-    offset 0, every other frame, and the raw map's frame shares beside the selected one's."""
+    offset 0, frames 8 to 15; ``videos`` is the folder ``i3d_real`` ran on (default: the repository's clips)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from results_extra import VIDEOS, _real_snippets
+    from results_extra import _real_snippets
 
     from jaxvx.viz import overlay
 
     root = extra / "i3d_real" / "selective" / "maps" / "deep_taylor"
     if not root.exists():
         return None
-    records = _real_snippets("/work/shared/videos", (0, 48), 32)
+    records = _real_snippets(root=videos)
+    names = list(dict.fromkeys(r["clip"] for r in records))
     index = {(r["clip"], r["offset"]): i for i, r in enumerate(records)}
     frames_shown = list(range(8, 16))  # frames 0 to 7 keep almost nothing (see docs/results.md)
-    fig, axes = plt.subplots(len(VIDEOS), len(frames_shown), figsize=(1.6 * len(frames_shown), 1.75 * len(VIDEOS)))
-    for row, name in enumerate(VIDEOS):
+    fig, axes = plt.subplots(len(names), len(frames_shown), figsize=(1.6 * len(frames_shown), 1.75 * len(names)),
+                             squeeze=False)
+    for row, name in enumerate(names):
         i = index.get((name, 0))
         path = root / f"{i:06d}.npy" if i is not None else None
         if path is None or not path.exists():
@@ -357,7 +359,7 @@ def i3d_shares(extra: Path, out: Path):
             ax.fill_between(np.arange(len(m)), lo, hi, alpha=0.15, color=line.get_color())
     ax.axhline(1 / 16, color="grey", lw=0.6, ls=":", label="uniform (1/16)")
     ax.set(xlabel="frame of the 16-frame snippet", ylabel="mean share of relevance P_t",
-           title=f"I3D on {len(rows)} real snippets (5 clips): P_t, 95 % CI over snippets")
+           title=f"I3D on {len(rows)} real snippets: P_t, 95 % CI over snippets")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, out / "i3d_frame_shares.png")
@@ -424,11 +426,13 @@ def main(argv=None):
     p.add_argument("base", type=Path)
     p.add_argument("extra", type=Path)
     p.add_argument("--out", type=Path, default=Path("docs/images/results"))
+    p.add_argument("--videos", default=None, help="the folder of real clips i3d_real ran on (default: the "
+                   "repository's tests/data/videos)")
     a = p.parse_args(argv)
     for path in (anders_steps(a.base, a.extra, a.out), anders_lookahead(a.base, a.extra, a.out),
                  both_sides(a.extra, a.out), hiley(a.extra, a.out), li(a.extra, a.out),
-                 li_mask_frames(a.extra, a.out), jaya(a.base, a.extra, a.out), i3d_overlays(a.extra, a.out),
-                 i3d_shares(a.extra, a.out)):
+                 li_mask_frames(a.extra, a.out), jaya(a.base, a.extra, a.out),
+                 i3d_overlays(a.extra, a.out, a.videos), i3d_shares(a.extra, a.out)):
         if path:
             print(path)
     print(jaya_lstm_table(a.extra))
